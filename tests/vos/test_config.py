@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vos.config import (
+    ConfigError,
+    RunConfig,
+    dump_config,
+    load_config,
+    parse_override,
+    read_dumped_config,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_need_no_file() -> None:
+    cfg = load_config()
+    assert cfg == RunConfig()
+    assert cfg.model.model_type == "repvit"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tracker.max_missed_frames=10", {"tracker": {"max_missed_frames": 10}}),
+        ("model.fuse=false", {"model": {"fuse": False}}),
+        ("model.checkpoint=null", {"model": {"checkpoint": None}}),
+        ("seed=3", {"seed": 3}),
+    ],
+)
+def test_parse_override_types_values(text: str, expected: dict) -> None:
+    assert parse_override(text) == expected
+
+
+def test_overrides_apply_in_order_and_int_widens_to_float() -> None:
+    cfg = load_config(
+        None, ["tracker.match_iou_min=1", "tracker.match_iou_min=0.25", "model.device=cuda"]
+    )
+    assert cfg.tracker.match_iou_min == 0.25
+    assert isinstance(cfg.tracker.match_iou_min, float)
+    assert cfg.model.device == "cuda"
+    # The rest is untouched.
+    assert cfg.prompt == RunConfig().prompt
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "tracker.no_such_key=1",
+        "nosection.x=1",
+        "tracker.max_missed_frames=ten",
+        "model.fuse=1",
+        "tracker=3",
+        "missing_equals",
+    ],
+)
+def test_bad_overrides_raise_config_error(override: str) -> None:
+    with pytest.raises(ConfigError):
+        load_config(None, [override])
+
+
+def test_yaml_file_overrides_and_unknown_keys(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("tracker:\n  max_missed_frames: 7\nseed: 5\n")
+    cfg = load_config(good, ["seed=6"])
+    assert cfg.tracker.max_missed_frames == 7
+    assert cfg.seed == 6
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tracker:\n  max_missed_frame: 7\n")
+    with pytest.raises(ConfigError, match="max_missed_frame"):
+        load_config(bad)
+
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.yaml")
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("tracker: [1, 2\n")
+    with pytest.raises(ConfigError, match="YAML"):
+        load_config(broken)
+
+
+@pytest.mark.parametrize("name", ["davis2017_val.yaml", "uvo_val.yaml", "webcam.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(REPO_ROOT / "configs" / name)
+    assert isinstance(cfg, RunConfig)
+
+
+def test_dump_round_trip_records_provenance(tmp_path: Path) -> None:
+    cfg = load_config(None, ["tracker.max_missed_frames=4", "model.checkpoint=/w/x.pt"])
+    out = dump_config(cfg, tmp_path / "run" / "resolved_config.yaml", checkpoint_sha256="ab" * 32)
+    assert read_dumped_config(out) == cfg
+    payload = yaml.safe_load(out.read_text())
+    assert payload["provenance"]["checkpoint_sha256"] == "ab" * 32
+    assert "git_sha" in payload["provenance"]
+    assert [p.name for p in out.parent.iterdir()] == ["resolved_config.yaml"]

@@ -1,0 +1,1 @@
+"""repvit-vos: streaming video object segmentation on RepViT-SAM."""
