@@ -1,0 +1,361 @@
+"""SAM-compatible predictor plus a stateless, batched encode/decode pair for video.
+
+The dataclasses below are the contract between the model package and the tracker in
+``vos/``: the tracker only ever calls ``encode`` and ``decode`` and reads these fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from repvit_sam.modeling.sam import Sam
+from repvit_sam.utils.transforms import ResizeLongestSide
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """One encoded image.
+
+    Attributes:
+        features: (1, 256, 64, 64) float32 image embedding on the model's device.
+        orig_hw: (H, W) of the original image in pixels.
+        input_hw: (h, w) of the image after ResizeLongestSide(1024), before padding.
+    """
+
+    features: torch.Tensor
+    orig_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class MaskPrediction:
+    """Masks for N prompt sets decoded against one image embedding.
+
+    Attributes:
+        masks: (N, C, H, W) bool, at the original image size (H, W) = ``orig_hw``.
+        iou_scores: (N, C) float32 predicted IoU of each candidate.
+        low_res_logits: (N, C, 256, 256) float32 logits in the padded 1024 frame at 1/4 scale.
+
+    C is 3 with ``multimask_output=True`` and 1 otherwise.
+    """
+
+    masks: torch.Tensor
+    iou_scores: torch.Tensor
+    low_res_logits: torch.Tensor
+
+
+def _as_float_tensor(value: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=torch.float32)
+    return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray):
+        raise ValueError(
+            f"image: expected a numpy array (H, W, 3) uint8, got {type(image).__name__}"
+        )
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image: expected shape (H, W, 3), got {tuple(image.shape)}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image: expected dtype uint8 (0-255), got {image.dtype}")
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"image: expected a non-empty image, got {tuple(image.shape)}")
+
+
+class SamPredictor:
+    """SAM's predictor API over any ``Sam`` model, plus a stateless batched pair for video.
+
+    The SAM-compatible half (``set_image`` then ``predict``) keeps one image's embedding; the
+    video half (``encode`` and ``decode``) keeps nothing, so callers hold embeddings
+    explicitly and can cache or skip them.
+
+    Args:
+        sam_model: the model; its device is used for every computation.
+
+    Example:
+        >>> predictor = SamPredictor(sam_model_registry["repvit"](checkpoint=path))
+        >>> predictor.set_image(rgb)
+        >>> masks, scores, logits = predictor.predict(box=np.array([10, 20, 200, 220]))
+        >>> emb = predictor.encode(rgb)
+        >>> pred = predictor.decode(emb, boxes_xyxy=np.array([[10, 20, 200, 220]]))
+    """
+
+    def __init__(self, sam_model: Sam) -> None:
+        self.model = sam_model
+        self.transform = ResizeLongestSide(sam_model.img_size)
+        self.reset_image()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ------------------------------------------------------------------ SAM-compatible API
+
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Encode an image and keep its embedding for ``predict`` calls.
+
+        Args:
+            image: (H, W, 3) uint8 image in 0-255.
+            image_format: "RGB" or "BGR".
+        """
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format: expected 'RGB' or 'BGR', got {image_format!r}")
+        _check_image(image)
+        if image_format != self.model.image_format:
+            image = image[..., ::-1]
+        resized = self.transform.apply_image(np.ascontiguousarray(image))
+        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        self.set_torch_image(tensor, image.shape[:2])
+
+    @torch.inference_mode()
+    def set_torch_image(
+        self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
+    ) -> None:
+        """Encode an image already resized to long side 1024.
+
+        Args:
+            transformed_image: (1, 3, h, w) tensor, RGB 0-255, max(h, w) == 1024.
+            original_image_size: (H, W) before resizing.
+        """
+        if (
+            transformed_image.ndim != 4
+            or transformed_image.shape[1] != 3
+            or max(transformed_image.shape[2:]) != self.model.img_size
+        ):
+            raise ValueError(
+                f"transformed_image: expected (1, 3, h, w) with long side {self.model.img_size}, "
+                f"got {tuple(transformed_image.shape)}"
+            )
+        self.reset_image()
+        self.original_size = tuple(int(v) for v in original_image_size)
+        self.input_size = tuple(int(v) for v in transformed_image.shape[-2:])
+        model_input = self.model.preprocess(transformed_image.to(torch.float32))
+        self.features = self.model.image_encoder(model_input)
+        self.is_image_set = True
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for one prompt set on the current image.
+
+        Args:
+            point_coords: (N, 2) XY in original-image pixels.
+            point_labels: (N,) 1 foreground, 0 background.
+            box: (4,) XYXY in original-image pixels.
+            mask_input: (1, 256, 256) low-res logits from an earlier call.
+            multimask_output: return 3 candidates (good for a single ambiguous point).
+            return_logits: return float logits instead of boolean masks.
+
+        Returns:
+            masks (C, H, W) bool (or float logits), iou_predictions (C,),
+            low_res_logits (C, 256, 256), as numpy arrays.
+        """
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        coords_torch = labels_torch = box_torch = mask_torch = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be supplied with point_coords")
+            coords = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
+            labels = np.asarray(point_labels).reshape(-1)
+            if len(labels) != len(coords):
+                raise ValueError(f"point_labels: expected {len(coords)} labels, got {len(labels)}")
+            coords = self.transform.apply_coords(coords, self.original_size)
+            coords_torch = _as_float_tensor(coords, self.device)[None]
+            labels_torch = torch.as_tensor(labels, dtype=torch.int64, device=self.device)[None]
+        if box is not None:
+            box_arr = np.asarray(box, dtype=np.float64).reshape(-1)
+            if box_arr.shape != (4,):
+                raise ValueError(f"box: expected 4 values XYXY, got shape {np.shape(box)}")
+            box_torch = _as_float_tensor(
+                self.transform.apply_boxes(box_arr, self.original_size), self.device
+            )
+        if mask_input is not None:
+            mask_arr = np.asarray(mask_input, dtype=np.float32)
+            if mask_arr.shape != (1, 256, 256):
+                raise ValueError(f"mask_input: expected shape (1, 256, 256), got {mask_arr.shape}")
+            mask_torch = torch.as_tensor(mask_arr, device=self.device)[None]
+        masks, iou, low_res = self.predict_torch(
+            coords_torch,
+            labels_torch,
+            box_torch,
+            mask_torch,
+            multimask_output=multimask_output,
+            return_logits=return_logits,
+        )
+        return (
+            masks[0].detach().cpu().numpy(),
+            iou[0].detach().float().cpu().numpy(),
+            low_res[0].detach().float().cpu().numpy(),
+        )
+
+    @torch.inference_mode()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predict masks for B prompt sets on the current image, in the model's input frame.
+
+        Args:
+            point_coords: (B, N, 2) XY already transformed to the resized (1024) frame.
+            point_labels: (B, N) 1 foreground, 0 background, -1 padding.
+            boxes: (B, 4) XYXY in the resized frame.
+            mask_input: (B, 1, 256, 256) low-res logits.
+            multimask_output: 3 candidates per prompt set instead of 1.
+            return_logits: float logits instead of boolean masks.
+
+        Returns:
+            masks (B, C, H, W), iou_predictions (B, C), low_res_logits (B, C, 256, 256).
+        """
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        low_res, iou = self._decode(
+            self.features, point_coords, point_labels, boxes, mask_input, multimask_output
+        )
+        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou, low_res
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The current image's (1, 256, 64, 64) embedding."""
+        if not self.is_image_set or self.features is None:
+            raise RuntimeError(
+                "An image must be set with .set_image(...) to generate an embedding."
+            )
+        return self.features
+
+    def reset_image(self) -> None:
+        """Forget the current image."""
+        self.is_image_set = False
+        self.features: torch.Tensor | None = None
+        self.original_size: tuple[int, ...] | None = None
+        self.input_size: tuple[int, ...] | None = None
+
+    # ------------------------------------------------------------------ stateless video API
+
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        """Encode one RGB frame without touching the predictor's state.
+
+        Args:
+            image: (H, W, 3) uint8 RGB frame.
+
+        Returns:
+            The frame's embedding with its original and resized sizes.
+        """
+        _check_image(image)
+        resized = self.transform.apply_image(np.ascontiguousarray(image))
+        tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
+        features = self.model.image_encoder(self.model.preprocess(tensor))
+        return ImageEmbedding(
+            features=features,
+            orig_hw=(int(image.shape[0]), int(image.shape[1])),
+            input_hw=(int(resized.shape[0]), int(resized.shape[1])),
+        )
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        *,
+        boxes_xyxy: np.ndarray | torch.Tensor | None = None,
+        points_xy: np.ndarray | torch.Tensor | None = None,
+        point_labels: np.ndarray | torch.Tensor | None = None,
+        mask_logits: np.ndarray | torch.Tensor | None = None,
+        multimask_output: bool = False,
+    ) -> MaskPrediction:
+        """Decode N objects' prompts against one embedding in a single batched call.
+
+        Args:
+            embedding: from :meth:`encode`.
+            boxes_xyxy: (N, 4) XYXY in original-image pixels.
+            points_xy: (N, P, 2) XY in original-image pixels.
+            point_labels: (N, P) 1 positive, 0 negative, -1 padding.
+            mask_logits: (N, 1, 256, 256) low-res logits (e.g. the previous frame's).
+            multimask_output: 3 candidates per object instead of 1.
+
+        Returns:
+            Masks at the original size, predicted IoU and low-res logits for the N objects.
+        """
+        counts = {}
+        device = self.device
+        coords = labels = boxes = masks_in = None
+        if points_xy is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be supplied with points_xy")
+            coords = _as_float_tensor(points_xy, device)
+            labels = torch.as_tensor(
+                np.asarray(point_labels)
+                if not isinstance(point_labels, torch.Tensor)
+                else point_labels,
+                device=device,
+            ).to(torch.int64)
+            if coords.ndim != 3 or coords.shape[-1] != 2 or labels.shape != coords.shape[:2]:
+                raise ValueError(
+                    f"points_xy/point_labels: expected (N, P, 2) and (N, P), got "
+                    f"{tuple(coords.shape)} and {tuple(labels.shape)}"
+                )
+            coords = self.transform.apply_coords_torch(coords, embedding.orig_hw)
+            counts["points_xy"] = coords.shape[0]
+        if boxes_xyxy is not None:
+            boxes = _as_float_tensor(boxes_xyxy, device)
+            if boxes.ndim != 2 or boxes.shape[1] != 4:
+                raise ValueError(f"boxes_xyxy: expected (N, 4), got {tuple(boxes.shape)}")
+            boxes = self.transform.apply_boxes_torch(boxes, embedding.orig_hw)
+            counts["boxes_xyxy"] = boxes.shape[0]
+        if mask_logits is not None:
+            masks_in = _as_float_tensor(mask_logits, device)
+            if masks_in.ndim != 4 or tuple(masks_in.shape[1:]) != (1, 256, 256):
+                raise ValueError(
+                    f"mask_logits: expected (N, 1, 256, 256), got {tuple(masks_in.shape)}"
+                )
+            counts["mask_logits"] = masks_in.shape[0]
+        if not counts:
+            raise ValueError("decode needs at least one of boxes_xyxy, points_xy, mask_logits")
+        if len(set(counts.values())) != 1:
+            raise ValueError(f"prompts disagree on the number of objects N: {counts}")
+        low_res, iou = self._decode(
+            embedding.features, coords, labels, boxes, masks_in, multimask_output
+        )
+        logits = self.model.postprocess_masks(low_res, embedding.input_hw, embedding.orig_hw)
+        return MaskPrediction(
+            masks=logits > self.model.mask_threshold,
+            iou_scores=iou.float(),
+            low_res_logits=low_res.float(),
+        )
+
+    def _decode(
+        self,
+        features: torch.Tensor,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        masks_in: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        points = (coords, labels) if coords is not None else None
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks_in)
+        return self.model.mask_decoder(
+            image_embeddings=features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )

@@ -1,0 +1,1 @@
+"""Pre/post-processing helpers (no network modules)."""

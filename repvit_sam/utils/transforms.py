@@ -1,0 +1,71 @@
+"""ResizeLongestSide: SAM's resize of images, points and boxes to a long side of 1024."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+
+class ResizeLongestSide:
+    """Resize so the longest side equals ``target_length``, and map coordinates accordingly.
+
+    ``apply_image`` resizes with PIL's bilinear filter (antialiased on downscaling), which is
+    what the official code does through torchvision on a PIL image; the torch variants use
+    ``F.interpolate`` and may differ slightly.
+
+    Args:
+        target_length: the long side after resizing (1024 for SAM).
+    """
+
+    def __init__(self, target_length: int) -> None:
+        self.target_length = target_length
+
+    @staticmethod
+    def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
+        """(h, w) after scaling (oldh, oldw) so the long side is ``long_side_length``."""
+        scale = long_side_length * 1.0 / max(oldh, oldw)
+        newh, neww = oldh * scale, oldw * scale
+        return int(newh + 0.5), int(neww + 0.5)
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (h, w, 3) uint8 resized with PIL bilinear."""
+        h, w = self.get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
+        return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+
+    def apply_coords(self, coords: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
+        """(..., 2) XY in original pixels -> XY in the resized frame (float64 copy)."""
+        old_h, old_w = original_size
+        new_h, new_w = self.get_preprocess_shape(old_h, old_w, self.target_length)
+        coords = np.array(coords, dtype=np.float64, copy=True)
+        coords[..., 0] *= new_w / old_w
+        coords[..., 1] *= new_h / old_h
+        return coords
+
+    def apply_boxes(self, boxes: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
+        """(B, 4) XYXY in original pixels -> (B, 4) XYXY in the resized frame."""
+        boxes = np.asarray(boxes)
+        return self.apply_coords(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float -> (B, 3, h, w) resized with antialiased bilinear interpolation."""
+        h, w = self.get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
+        return F.interpolate(image, (h, w), mode="bilinear", align_corners=False, antialias=True)
+
+    def apply_coords_torch(
+        self, coords: torch.Tensor, original_size: tuple[int, ...]
+    ) -> torch.Tensor:
+        """(..., 2) XY tensor in original pixels -> float tensor in the resized frame."""
+        old_h, old_w = original_size
+        new_h, new_w = self.get_preprocess_shape(old_h, old_w, self.target_length)
+        coords = coords.detach().clone().to(torch.float)
+        coords[..., 0] = coords[..., 0] * (new_w / old_w)
+        coords[..., 1] = coords[..., 1] * (new_h / old_h)
+        return coords
+
+    def apply_boxes_torch(
+        self, boxes: torch.Tensor, original_size: tuple[int, ...]
+    ) -> torch.Tensor:
+        """(B, 4) XYXY tensor in original pixels -> (B, 4) in the resized frame."""
+        return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
