@@ -32,7 +32,7 @@ class ResizeLongestSide:
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (h, w, 3) uint8 resized with PIL bilinear."""
         h, w = self.get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
-        return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+        return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
 
     def apply_coords(self, coords: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
         """(..., 2) XY in original pixels -> XY in the resized frame (float64 copy)."""
