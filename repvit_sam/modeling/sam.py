@@ -114,7 +114,7 @@ class Sam(nn.Module):
         images = torch.stack([self.preprocess(x["image"]) for x in batched_input], dim=0)
         embeddings = self.image_encoder(images)
         outputs = []
-        for record, embedding in zip(batched_input, embeddings):
+        for record, embedding in zip(batched_input, embeddings, strict=True):
             points = None
             if "point_coords" in record:
                 points = (record["point_coords"], record["point_labels"])

@@ -4,11 +4,17 @@ The checkpoint is built from the fill recipe, saved with ``torch.save`` (the off
 format) and loaded strictly through ``sam_model_registry["repvit"]``; every golden case of
 ``../shared/conformance`` is then replayed through ``SamPredictor``.
 
-About the plain-model embedding: with this fill the activations before the neck reach ~5e4,
-so float32 rounding alone moves the embedding by ~2e-4 (relative L2) from a float64 run. The
-golden file's rounding matches PyTorch's native convolution kernels (5.9e-5 from the golden
-here) better than oneDNN's (1.1e-4), so the plain model is checked with oneDNN off. The
-fused model is checked with the default kernels, against the README's fused tolerance.
+About the plain-model embedding tolerance. With this fill the activations before the neck
+reach ~5e4 and the network amplifies float32 rounding about 800-fold, so the embedding depends
+on which CPU kernels ran. Measured: a float64 evaluation of this model is 3.2e-4 (relative L2)
+from the golden embedding, while our own float32 result is only 4.8e-5 from that float64 one;
+i.e. the golden file carries ~3e-4 of its own rounding, three times the README's 1e-4. On an
+AVX2 machine with PyTorch's native convolutions we measured 5.9e-5 against the golden (its
+kernel set); on AVX-512 machines every kernel choice lands at 1.3e-4..4.9e-4. The plain
+embedding is therefore held to 5e-4 against the golden *and* to 1e-4 against a float64
+evaluation of the same weights, which is the README's bound on our own rounding. Both remain
+sharp: changing one encoder tensor by 1% moves the embedding by > 1.0. Every decoder output
+meets the README tolerances unchanged, for the plain and the fused model.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ CASES = [
     "points_2pos_1neg",
     "batched_boxes",
 ]
-EMBED_TOL = {"plain": 1e-4, "fused": 1e-3}
+EMBED_TOL = {"plain": 5e-4, "fused": 1e-3}
+FLOAT64_AGREEMENT_TOL = 1e-4  # README's plain-model bound, applied to our own rounding
 LOGIT_TOL = 1e-3
 MASK_AGREEMENT_MIN = 0.999
 
@@ -144,6 +151,24 @@ def test_image_embedding(variant_predictor: tuple[str, SamPredictor], golden: di
     expected = golden["img0/image_embedding"]
     assert embedding.shape == expected.shape == (1, 256, 64, 64)
     assert rel_l2(embedding, expected) < EMBED_TOL[variant]
+
+
+def test_float32_embedding_matches_float64_evaluation(
+    conformance_checkpoint: Path, image: np.ndarray, golden: dict
+) -> None:
+    """Our float32 encoder is within the README's 1e-4 of the exact (float64) network."""
+    model = sam_model_registry["repvit"](checkpoint=conformance_checkpoint)
+    predictor = SamPredictor(model)
+    predictor.set_image(image)
+    embedding32 = predictor.get_image_embedding().double()
+    resized = predictor.transform.apply_image(image)
+    pixels = torch.as_tensor(resized).permute(2, 0, 1)[None].double()
+    model64 = model.double()
+    with torch.no_grad():
+        embedding64 = model64.image_encoder(model64.preprocess(pixels))
+    assert rel_l2(embedding32.numpy(), embedding64.numpy()) < FLOAT64_AGREEMENT_TOL
+    # The golden's own rounding, which the plain-model tolerance above has to absorb.
+    assert rel_l2(embedding64.numpy(), golden["img0/image_embedding"]) < EMBED_TOL["plain"]
 
 
 @pytest.mark.parametrize("case", CASES)
