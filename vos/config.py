@@ -85,6 +85,20 @@ class TrackerConfig:
         match_iou_min: minimum IoU for a prediction to keep its track's identity (higher = stricter).
         max_missed_frames: frames a LOST track is kept before removal (lower = stricter).
         min_mask_area: masks smaller than this many pixels count as missed (higher = stricter).
+        min_score: a mask whose predicted IoU is below this counts as missed (higher = stricter).
+        min_area_ratio: a mask that shrinks below this fraction of the previous frame's area in
+            one frame counts as missed, i.e. the object collapsed (higher = stricter).
+        refine_iterations: extra decoder passes per frame, re-prompted with the box of the
+            current mask and its logits (0 = one pass).
+        reacquire_margin: a LOST object is searched for in its motion-predicted box grown by
+            this fraction on every side (higher = searches farther).
+        reacquire_overlap_max: a re-acquired mask may overlap an active object's mask by at most
+            this IoU, so a lost object never comes back on top of another (lower = stricter).
+        overlap: how pixels claimed by two objects are resolved in the tracker's own masks:
+            "higher_score_wins" (ties to the lower id), "lower_id_wins", or "none" (masks may
+            overlap, as UVO/YouTube-VIS allow).
+        velocity_smoothing: weight of the previous velocity in the box motion model's moving
+            average (0 = last displacement only).
     """
 
     mask_threshold: float = 0.0
@@ -93,6 +107,13 @@ class TrackerConfig:
     match_iou_min: float = 0.1
     max_missed_frames: int = 30
     min_mask_area: int = 16
+    min_score: float = 0.5
+    min_area_ratio: float = 0.1
+    refine_iterations: int = 0
+    reacquire_margin: float = 0.5
+    reacquire_overlap_max: float = 0.5
+    overlap: str = "higher_score_wins"
+    velocity_smoothing: float = 0.5
 
 
 @dataclass(frozen=True)
