@@ -149,13 +149,13 @@ class FakeSegmenter:
             if box is not None:
                 # Like SAM: the object the box best frames, i.e. overlapping it and mostly
                 # inside it (a half-hidden object inside the box beats a big neighbour).
-                ys, xs = np.nonzero(mask)
+                mask_pixels = int(mask.sum())
                 x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
                 x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
                 inside = float(mask[y0:y1, x0:x1].sum())
                 box_area = max((box[2] - box[0]) * (box[3] - box[1]), 1.0)
-                union = box_area + len(xs) - inside
-                score += 0.5 * inside / union + 0.5 * inside / len(xs)
+                union = box_area + mask_pixels - inside
+                score += 0.5 * inside / union + 0.5 * inside / mask_pixels
             if points is not None:
                 for (x, y), lab in zip(points, labels, strict=True):
                     if lab < 0:

@@ -1,0 +1,81 @@
+"""FrameResult validation and the explicit overlap rules of to_index_mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vos.types import FrameResult
+
+
+def two_overlapping(scores: list[float]) -> FrameResult:
+    masks = np.zeros((2, 3, 4), bool)
+    masks[0, :, :3] = True  # id 4
+    masks[1, :, 1:] = True  # id 2; columns 1-2 are claimed by both
+    return FrameResult(
+        frame_idx=0,
+        obj_ids=np.array([4, 2]),
+        masks=masks,
+        scores=np.array(scores, np.float32),
+        boxes_xyxy=np.zeros((2, 4), np.float32),
+    )
+
+
+@pytest.mark.parametrize(
+    ("rule", "scores", "shared"),
+    [
+        ("lower_id_wins", [0.9, 0.1], 2),
+        ("higher_id_wins", [0.1, 0.9], 4),
+        ("higher_score_wins", [0.9, 0.1], 4),
+        ("higher_score_wins", [0.1, 0.9], 2),
+        ("higher_score_wins", [0.5, 0.5], 2),  # tie: lower id
+    ],
+)
+def test_overlap_rules(rule: str, scores: list[float], shared: int) -> None:
+    index = two_overlapping(scores).to_index_mask(rule)  # type: ignore[arg-type]
+    assert index.dtype == np.uint8
+    assert (index[:, 0] == 4).all()
+    assert (index[:, 3] == 2).all()
+    assert (index[:, 1:3] == shared).all()
+
+
+def test_unknown_overlap_rule() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        two_overlapping([0.5, 0.5]).to_index_mask("random")  # type: ignore[arg-type]
+
+
+def test_validation_rejects_inconsistent_arrays() -> None:
+    ok = dict(
+        frame_idx=0,
+        obj_ids=np.array([1]),
+        masks=np.zeros((1, 2, 2), bool),
+        scores=np.zeros(1, np.float32),
+        boxes_xyxy=np.zeros((1, 4), np.float32),
+    )
+    FrameResult(**ok)
+    for key, bad, message in [
+        ("masks", np.zeros((2, 2, 2), bool), "masks"),
+        ("masks", np.zeros((1, 2, 2), np.uint8), "bool"),
+        ("scores", np.zeros(3), "scores"),
+        ("boxes_xyxy", np.zeros((1, 5)), "boxes_xyxy"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            FrameResult(**{**ok, key: bad})
+    with pytest.raises(ValueError, match="unique"):
+        FrameResult(**{**ok, "obj_ids": np.array([1, 1]), "masks": np.zeros((2, 2, 2), bool),
+                       "scores": np.zeros(2), "boxes_xyxy": np.zeros((2, 4))})
+
+
+def test_large_ids_use_uint16_and_empty_result() -> None:
+    result = FrameResult(
+        frame_idx=3,
+        obj_ids=np.array([300]),
+        masks=np.ones((1, 2, 2), bool),
+        scores=np.ones(1, np.float32),
+        boxes_xyxy=np.zeros((1, 4), np.float32),
+    )
+    assert result.to_index_mask().dtype == np.uint16
+    assert (result.to_index_mask() == 300).all()
+    empty = FrameResult.empty(5, (3, 4))
+    assert len(empty) == 0 and empty.image_hw == (3, 4)
+    assert (empty.to_index_mask() == 0).all()
