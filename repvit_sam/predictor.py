@@ -164,10 +164,16 @@ class SamPredictor:
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         coords_torch = labels_torch = box_torch = mask_torch = None
+        if point_labels is not None and point_coords is None:
+            raise ValueError("point_labels given without point_coords")
         if point_coords is not None:
             if point_labels is None:
                 raise ValueError("point_labels must be supplied with point_coords")
-            coords = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
+            coords = np.asarray(point_coords, dtype=np.float64)
+            if coords.ndim == 1 and coords.shape == (2,):
+                coords = coords[None]
+            if coords.ndim != 2 or coords.shape[1] != 2:
+                raise ValueError(f"point_coords: expected (N, 2), got {coords.shape}")
             labels = np.asarray(point_labels).reshape(-1)
             if len(labels) != len(coords):
                 raise ValueError(f"point_labels: expected {len(coords)} labels, got {len(labels)}")
@@ -294,6 +300,13 @@ class SamPredictor:
         Returns:
             Masks at the original size, predicted IoU and low-res logits for the N objects.
         """
+        if not isinstance(embedding, ImageEmbedding):
+            raise TypeError(
+                f"embedding: expected the ImageEmbedding returned by encode(), got "
+                f"{type(embedding).__name__}"
+            )
+        if point_labels is not None and points_xy is None:
+            raise ValueError("point_labels given without points_xy")
         counts = {}
         device = self.device
         coords = labels = boxes = masks_in = None
@@ -331,6 +344,8 @@ class SamPredictor:
             raise ValueError("decode needs at least one of boxes_xyxy, points_xy, mask_logits")
         if len(set(counts.values())) != 1:
             raise ValueError(f"prompts disagree on the number of objects N: {counts}")
+        if next(iter(counts.values())) == 0:
+            raise ValueError("decode: no objects (N = 0); skip the call when nothing is tracked")
         low_res, iou = self._decode(
             embedding.features, coords, labels, boxes, masks_in, multimask_output
         )
