@@ -37,3 +37,17 @@ def data_dir(shared_dir: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"shared test data not found in {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A RepViT-SAM checkpoint in the official format with seeded random weights.
+
+    Needs nothing from ../shared, so the CLI end-to-end tests run on a bare clone too.
+    """
+    from repvit_sam import build_repvit_sam
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "repvit_sam_random.pt"
+    torch.save(build_repvit_sam().state_dict(), path)
+    return path

@@ -1,0 +1,155 @@
+"""``python -m vos.run``: help, one-line user errors, and end-to-end runs on real video."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from vos.io.davis_png import read_palette_png, write_palette_png
+from vos.io.sinks import decode_rle, probe_video_frames
+from vos.run import main
+
+
+def write_video(path: Path, num_frames: int = 4, hw: tuple[int, int] = (64, 96)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (hw[1], hw[0]))
+    for t in range(num_frames):
+        frame = np.zeros((*hw, 3), np.uint8)
+        frame[20:40, 10 + 5 * t : 30 + 5 * t] = 255
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vos.run", *args], capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def test_help_lists_every_mode(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for mode in ("video", "webcam", "davis", "uvo", "batch"):
+        assert mode in out
+
+
+def test_without_checkpoint_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.delenv("REPVIT_SAM_CHECKPOINT", raising=False)
+    video = write_video(tmp_path / "v.mp4")
+    code = main([str(video), "--init-box", "5,5,30,30", "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0
+    assert "python -m repvit_sam.download" in err and "--checkpoint" in err
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    video = write_video(tmp_path / "clip.mp4")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(video.read_bytes()[: video.stat().st_size // 3])
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    (tmp_path / "no_frames").mkdir()
+    empty_mask = tmp_path / "empty_mask.png"
+    write_palette_png(empty_mask, np.zeros((64, 96), np.uint8))
+    small_mask = tmp_path / "small_mask.png"
+    write_palette_png(small_mask, np.ones((10, 10), np.uint8))
+    return {"video": video, "truncated": truncated, "empty": empty,
+            "no_frames": tmp_path / "no_frames", "empty_mask": empty_mask,
+            "small_mask": small_mask, "tmp": tmp_path}
+
+
+@pytest.mark.parametrize(
+    ("source", "extra", "message"),
+    [
+        ("missing", ["--init-box", "1,1,9,9"], "no such file"),
+        ("truncated", ["--init-box", "1,1,9,9"], "cannot decode"),
+        ("empty", ["--init-box", "1,1,9,9"], "empty"),
+        ("no_frames", ["--init-box", "1,1,9,9"], "no images"),
+        ("video", ["--init-box", "30,10,5,20"], "x0 < x1"),
+        ("video", ["--init-box", "10,10,500,20"], "outside the 96x64 frame"),
+        ("video", ["--init-box", "1,2,3"], "four numbers"),
+        ("video", ["--init-points", "5,5,7"], "label 0 or 1"),
+        ("video", ["--init-points", "500,5"], "outside"),
+        ("video", ["--init-mask", "empty_mask"], "empty"),
+        ("video", ["--init-mask", "small_mask"], "differs from the video"),
+        ("video", [], "no initial prompt"),
+        ("video", ["--init-box", "1,1,9,9", "--set", "tracker.nope=1"], "unknown config key"),
+        ("video", ["--init-box", "1,1,9,9", "--set", "tracker.max_missed_frames=x"], "expected int"),
+    ],
+)
+def test_bad_input_gives_one_line_error(
+    inputs: dict[str, Path], random_checkpoint: Path, capsys: pytest.CaptureFixture,
+    source: str, extra: list[str], message: str,
+) -> None:
+    src = inputs["tmp"] / "missing.mp4" if source == "missing" else inputs[source]
+    extra = [str(inputs[e]) if e in inputs else e for e in extra]
+    out_dir = inputs["tmp"] / "out"
+    code = main([str(src), *extra, "--checkpoint", str(random_checkpoint), "--output",
+                 str(out_dir), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 0, err
+    assert message in err
+    assert not (out_dir / "masks").exists(), "nothing is written for a rejected input"
+
+
+def check_outputs(out: Path, num_frames: int, hw: tuple[int, int]) -> None:
+    pngs = sorted((out / "masks").glob("*.png"))
+    jsons = sorted((out / "json").glob("*.json"))
+    assert [p.stem for p in pngs] == [f"{i:05d}" for i in range(num_frames)]
+    assert [p.stem for p in jsons] == [p.stem for p in pngs]
+    for png, js in zip(pngs, jsons, strict=True):
+        index = read_palette_png(png)
+        assert index.shape == hw
+        record = json.loads(js.read_text())
+        assert record["image_hw"] == list(hw)
+        for obj in record["objects"]:
+            assert np.array_equal(decode_rle(obj["segmentation"]), index == obj["obj_id"]) or (
+                decode_rle(obj["segmentation"]).sum() >= (index == obj["obj_id"]).sum()
+            )
+    assert probe_video_frames(out / "overlay.mp4") == num_frames
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.partial"))
+    assert (out / "resolved_config.yaml").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True
+
+
+def test_blackswan_end_to_end_and_resume(data_dir: Path, random_checkpoint: Path,
+                                         tmp_path: Path) -> None:
+    video = data_dir / "videos" / "blackswan.mp4"
+    out = tmp_path / "out"
+    args = [str(video), "--init-box", "380,100,560,330", "--checkpoint", str(random_checkpoint),
+            "--output", str(out), "--quiet"]
+    first = run_cli([*args, "--max-frames", "2"])
+    assert first.returncode == 0, first.stderr
+    check_outputs(out, 2, (480, 854))
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "masks").glob("*.png")}
+    second = run_cli([*args, "--max-frames", "3"])
+    assert second.returncode == 0, second.stderr
+    check_outputs(out, 3, (480, 854))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_resumed"] == 2 and summary["frames_processed"] == 1
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "masks").glob("*.png")}
+    assert all(after[name] == before[name] for name in before), "finished frames are kept"
+    changed = run_cli([args[0], "--init-box", "10,10,100,100", *args[3:], "--max-frames", "3"])
+    assert changed.returncode == 2 and "different run" in changed.stderr
+
+
+@pytest.mark.slow
+def test_blackswan_full_video(data_dir: Path, random_checkpoint: Path, tmp_path: Path) -> None:
+    video = data_dir / "videos" / "blackswan.mp4"
+    out = tmp_path / "full"
+    result = run_cli([str(video), "--init-box", "380,100,560,330", "--checkpoint",
+                      str(random_checkpoint), "--output", str(out), "--quiet"])
+    assert result.returncode == 0, result.stderr
+    check_outputs(out, 50, (480, 854))

@@ -1,0 +1,369 @@
+"""Result sinks: palette PNGs, per-frame COCO-RLE JSON and an overlay video.
+
+Everything is written atomically (temp file + rename), and a frame's JSON is written after
+its PNG, so the JSON doubles as the "frame complete" marker that resume relies on: an
+interrupted run leaves only whole frames behind. Writing runs on a background thread behind
+a bounded queue (Cutie's ResultSaver idea), so disk and video encoding overlap with the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vos.io.davis_png import davis_palette, read_palette_png, write_palette_png
+from vos.types import FrameResult
+
+logger = logging.getLogger(__name__)
+
+MASKS_DIR = "masks"
+JSON_DIR = "json"
+OVERLAY_NAME = "overlay.mp4"
+
+_PALETTE = np.array(davis_palette(), np.uint8).reshape(256, 3)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file through a temp file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def object_color(obj_id: int) -> tuple[int, int, int]:
+    """RGB colour of an object id: the DAVIS palette, so overlays match the PNGs."""
+    return tuple(int(c) for c in _PALETTE[obj_id % 256])  # type: ignore[return-value]
+
+
+def draw_overlay(
+    frame: np.ndarray,
+    index_mask: np.ndarray,
+    *,
+    alpha: float = 0.5,
+    labels: dict[int, str] | None = None,
+    banner: str | None = None,
+) -> np.ndarray:
+    """Blend object colours over a frame, outline each object and write its id.
+
+    Args:
+        frame: (H, W, 3) uint8 RGB.
+        index_mask: (H, W) integer object ids, 0 = background.
+        alpha: opacity of the colour fill.
+        labels: text to draw per obj_id (default: the id).
+        banner: optional text for the top-left corner (e.g. FPS).
+
+    Returns:
+        (H, W, 3) uint8 RGB overlay (a new array).
+    """
+    out = frame.copy()
+    ids = [int(i) for i in np.unique(index_mask) if i != 0]
+    if ids:
+        colours = _PALETTE[np.clip(index_mask, 0, 255).astype(np.intp)]
+        fg = index_mask > 0
+        out[fg] = ((1 - alpha) * frame[fg] + alpha * colours[fg]).astype(np.uint8)
+    scale = max(frame.shape[0] / 720.0, 0.4)
+    for obj_id in ids:
+        mask = (index_mask == obj_id).astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        colour = object_color(obj_id)
+        cv2.drawContours(out, contours, -1, colour, max(1, round(2 * scale)))
+        ys, xs = np.nonzero(mask)
+        text = (labels or {}).get(obj_id, str(obj_id))
+        org = (int(xs.min()), max(int(ys.min()) - 4, 12))
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255, 255, 255),
+                    max(1, round(3 * scale)), cv2.LINE_AA)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, colour,
+                    max(1, round(scale)), cv2.LINE_AA)
+    if banner:
+        cv2.putText(out, banner, (8, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale,
+                    (255, 255, 255), max(1, round(2 * scale)), cv2.LINE_AA)
+    return out
+
+
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO RLE of a (H, W) bool mask, JSON-ready (``counts`` as str)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    """(H, W) bool mask from a COCO RLE dict as written by :func:`encode_rle`."""
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(
+        bool
+    )
+
+
+def frame_record(result: FrameResult, frame_name: str) -> dict[str, Any]:
+    """The per-frame JSON document: every visible object with its COCO RLE."""
+    return {
+        "frame_idx": result.frame_idx,
+        "frame_name": frame_name,
+        "image_hw": list(result.image_hw),
+        "objects": [
+            {
+                "obj_id": int(obj_id),
+                "score": round(float(score), 6),
+                "box_xyxy": [round(float(v), 2) for v in box],
+                "area": int(mask.sum()),
+                "segmentation": encode_rle(mask),
+            }
+            for obj_id, mask, score, box in zip(
+                result.obj_ids, result.masks, result.scores, result.boxes_xyxy, strict=True
+            )
+        ],
+        "lost_obj_ids": [int(i) for i in result.lost_obj_ids],
+    }
+
+
+def load_index_mask(output_dir: Path, frame_name: str, image_hw: tuple[int, int]) -> np.ndarray:
+    """A written frame's id map, from its PNG or, for runs without PNGs, its JSON."""
+    png = output_dir / MASKS_DIR / f"{frame_name}.png"
+    if png.exists():
+        return read_palette_png(png)
+    record = json.loads((output_dir / JSON_DIR / f"{frame_name}.json").read_text())
+    index = np.zeros(image_hw, np.uint16)
+    for obj in sorted(record["objects"], key=lambda o: -o["obj_id"]):
+        index[decode_rle(obj["segmentation"])] = obj["obj_id"]
+    return index
+
+
+def completed_frames(output_dir: Path, frame_names: list[str]) -> int:
+    """How many leading frames of ``frame_names`` are completely written in ``output_dir``.
+
+    A frame is complete when its JSON exists (written last) or, for runs without JSON, its
+    PNG; counting stops at the first gap so a resumed run continues from there.
+    """
+    done = 0
+    for name in frame_names:
+        if (output_dir / JSON_DIR / f"{name}.json").exists() or (
+            not (output_dir / JSON_DIR).exists() and (output_dir / MASKS_DIR / f"{name}.png").exists()
+        ):
+            done += 1
+        else:
+            break
+    return done
+
+
+def ffmpeg_executable() -> str:
+    """ffmpeg on PATH, else the binary that the imageio-ffmpeg wheel ships."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise RuntimeError(
+            "no ffmpeg found: install it or `pip install imageio-ffmpeg`"
+        ) from None
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+class VideoWriter:
+    """H.264 mp4 writer fed with RGB frames through an ffmpeg pipe (ffmpeg-python).
+
+    Frames go to ``<path>.partial``; ``close()`` finalises the file and renames it, so a
+    reader never sees a half-written ``overlay.mp4``.
+    """
+
+    def __init__(self, path: Path, image_hw: tuple[int, int], fps: float) -> None:
+        import ffmpeg
+
+        self.path = path
+        self._partial = path.with_name(path.name + ".partial")
+        h, w = image_hw
+        stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}",
+                              framerate=fps)
+        # yuv420p needs even sizes; pad by one pixel where needed.
+        stream = stream.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+        stream = ffmpeg.output(stream, str(self._partial), format="mp4", vcodec="libx264",
+                               pix_fmt="yuv420p", crf=20, preset="veryfast", movflags="+faststart")
+        command = ffmpeg.compile(
+            stream.overwrite_output().global_args("-loglevel", "error"), cmd=ffmpeg_executable()
+        )
+        # Own session: a Ctrl-C in the terminal must reach only us, so that we can flush the
+        # frames written so far and let ffmpeg finish a valid file.
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+        self._shape = (h, w, 3)
+        self.frames_written = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 RGB frame."""
+        if frame.shape != self._shape:
+            raise ValueError(f"overlay frame: expected {self._shape}, got {frame.shape}")
+        assert self._process.stdin is not None
+        self._process.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finish the file; it is renamed into place only if ffmpeg succeeded."""
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = self._process.stderr.read() if self._process.stderr is not None else b""
+        self._process.wait()
+        if self._process.returncode != 0 or self.frames_written == 0:
+            self._partial.unlink(missing_ok=True)
+            if self.frames_written:
+                message = err.decode(errors="replace").strip().splitlines()
+                raise RuntimeError(f"{self.path}: ffmpeg failed ({message[-1] if message else ''})")
+            return
+        os.replace(self._partial, self.path)
+
+
+class AsyncWriter:
+    """Runs write jobs on one background thread behind a bounded queue.
+
+    Args:
+        max_pending: jobs that may wait; ``submit`` blocks when the queue is full, which
+            bounds memory when the disk is slower than the model.
+    """
+
+    def __init__(self, max_pending: int = 8) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="result-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    job()
+                except BaseException as exc:
+                    self._error = exc
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Queue a job; re-raises the first error of an earlier job."""
+        self._raise_pending()
+        self._queue.put(job)
+
+    def close(self) -> None:
+        """Finish every queued job, then stop; re-raises the first job error."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+class ResultSink:
+    """Writes a run's results under ``output_dir`` (a context manager, like sv.VideoSink).
+
+    Layout: ``masks/<frame>.png`` (DAVIS palette PNGs, ids = obj_ids), ``json/<frame>.json``
+    (COCO RLE per object), ``overlay.mp4``.
+
+    Args:
+        output_dir: results folder (created).
+        image_hw: (H, W) of the frames.
+        fps: frame rate of the overlay video.
+        save_png / save_json / save_video: which outputs to write.
+        overlap: rule for pixels claimed by two objects in the PNG (see FrameResult).
+    """
+
+    def __init__(
+        self,
+        output_dir: Path,
+        image_hw: tuple[int, int],
+        fps: float,
+        *,
+        save_png: bool = True,
+        save_json: bool = True,
+        save_video: bool = True,
+        overlap: str = "lower_id_wins",
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.image_hw = image_hw
+        self.save_png, self.save_json = save_png, save_json
+        self.overlap = overlap
+        self._writer = AsyncWriter()
+        self._video = VideoWriter(self.output_dir / OVERLAY_NAME, image_hw, fps) if save_video else None
+        self.frames_written = 0
+
+    def write(self, frame_name: str, frame: np.ndarray, result: FrameResult) -> None:
+        """Queue the outputs of one frame (returns before they hit the disk)."""
+        index = result.to_index_mask(self.overlap)  # type: ignore[arg-type]
+        if index.dtype != np.uint8 and self.save_png:
+            raise ValueError(f"frame {frame_name}: obj_id above 255 cannot go in a palette PNG")
+        record = frame_record(result, frame_name) if self.save_json else None
+        self._writer.submit(lambda: self._write_files(frame_name, frame, index, record))
+
+    def replay(self, frame_name: str, frame: np.ndarray) -> None:
+        """Re-render the overlay of a frame completed by an earlier (interrupted) run."""
+        if self._video is None:
+            return
+        index = load_index_mask(self.output_dir, frame_name, self.image_hw)
+        video = self._video
+        self._writer.submit(lambda: video.write(draw_overlay(frame, index)))
+
+    def _write_files(
+        self, frame_name: str, frame: np.ndarray, index: np.ndarray, record: dict | None
+    ) -> None:
+        if self.save_png:
+            write_palette_png(self.output_dir / MASKS_DIR / f"{frame_name}.png", index)
+        if self._video is not None:
+            self._video.write(draw_overlay(frame, index))
+        if record is not None:
+            write_text_atomic(self.output_dir / JSON_DIR / f"{frame_name}.json", json.dumps(record))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush every queued frame and finalise the overlay video."""
+        try:
+            self._writer.close()
+        finally:
+            if self._video is not None:
+                self._video.close()
+
+    def __enter__(self) -> ResultSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def probe_video_frames(path: Path) -> int:
+    """Frame count of a video file by decoding it with ffmpeg (used by tests and resume)."""
+    out = subprocess.run(
+        [ffmpeg_executable(), "-v", "error", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"],
+        capture_output=True, text=True, check=False,
+    )
+    if out.returncode != 0:
+        raise ValueError(f"{path}: not a readable video ({out.stderr.strip()[:200]})")
+    cap = cv2.VideoCapture(str(path))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    return count
