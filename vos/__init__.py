@@ -1,1 +1,32 @@
-"""repvit-vos: streaming video object segmentation on RepViT-SAM."""
+"""repvit-vos: streaming video object segmentation on RepViT-SAM.
+
+Example:
+    >>> from repvit_sam import SamPredictor, sam_model_registry
+    >>> from vos import VideoTracker
+    >>> tracker = VideoTracker(SamPredictor(sam_model_registry["repvit"](checkpoint="w.pt")))
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from vos.config import RunConfig, TrackerConfig, load_config
+from vos.tracker import VideoTracker
+from vos.types import FrameResult, Prompt, Track, TrackStatus
+
+try:
+    __version__ = version("repvit-vos")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "FrameResult",
+    "Prompt",
+    "RunConfig",
+    "Track",
+    "TrackStatus",
+    "TrackerConfig",
+    "VideoTracker",
+    "__version__",
+    "load_config",
+]

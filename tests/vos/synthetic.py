@@ -58,36 +58,78 @@ class Scene:
     occluder_ids: list[int] = field(default_factory=list)
 
 
-def render(objects: list[SceneObject], num_frames: int, image_hw: tuple[int, int]) -> Scene:
-    """Draw the objects on a textured background, farthest first."""
+def _background(image_hw: tuple[int, int]) -> np.ndarray:
     h, w = image_hw
     yy, xx = np.mgrid[0:h, 0:w]
-    background = (40 + 20 * np.sin(xx / 7.0) + 20 * np.cos(yy / 5.0)).astype(np.uint8)
-    frames, gts = [], []
+    return (40 + 20 * np.sin(xx / 7.0) + 20 * np.cos(yy / 5.0)).astype(np.uint8)
+
+
+def render_frame(
+    objects: list[SceneObject], t: int, image_hw: tuple[int, int], background: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One frame and its (K, H, W) visible masks; objects drawn farthest first."""
+    h, w = image_hw
+    yy, xx = np.mgrid[0:h, 0:w]
     order = sorted(range(len(objects)), key=lambda k: objects[k].depth)
+    frame = np.repeat(background[..., None], 3, axis=2).copy()
+    full = np.zeros((len(objects), h, w), bool)
+    for k, obj in enumerate(objects):
+        cx, cy = obj.center(t)
+        bw, bh = obj.size_wh
+        if obj.shape == "rect":
+            full[k] = (np.abs(xx + 0.5 - cx) <= bw / 2) & (np.abs(yy + 0.5 - cy) <= bh / 2)
+        else:
+            full[k] = ((xx + 0.5 - cx) / (bw / 2)) ** 2 + ((yy + 0.5 - cy) / (bh / 2)) ** 2 <= 1
+    visible = np.zeros_like(full)
+    covered = np.zeros((h, w), bool)
+    for k in reversed(order):  # nearest first
+        visible[k] = full[k] & ~covered
+        covered |= full[k]
+    for k in order:
+        frame[full[k]] = objects[k].color
+    # A frame counter in the first 16 pixels (red channel, one bit each) makes every frame
+    # unique and lets the fake segmenter know which frame it was given.
+    frame[0, :16, 0] = ((t >> np.arange(16)) & 1) * 255
+    return frame, visible
+
+
+def frame_counter(image: np.ndarray) -> int:
+    """The frame index written by :func:`render_frame` (mod 2**16)."""
+    bits = (image[0, :16, 0] > 127).astype(np.int64)
+    return int((bits << np.arange(16)).sum())
+
+
+def render(objects: list[SceneObject], num_frames: int, image_hw: tuple[int, int]) -> Scene:
+    """Draw every frame of a short scene up front."""
+    background = _background(image_hw)
+    frames, gts = [], []
     for t in range(num_frames):
-        frame = np.repeat(background[..., None], 3, axis=2).copy()
-        full = np.zeros((len(objects), h, w), bool)
-        for k, obj in enumerate(objects):
-            cx, cy = obj.center(t)
-            bw, bh = obj.size_wh
-            if obj.shape == "rect":
-                full[k] = (np.abs(xx + 0.5 - cx) <= bw / 2) & (np.abs(yy + 0.5 - cy) <= bh / 2)
-            else:
-                full[k] = ((xx + 0.5 - cx) / (bw / 2)) ** 2 + ((yy + 0.5 - cy) / (bh / 2)) ** 2 <= 1
-        visible = np.zeros_like(full)
-        covered = np.zeros((h, w), bool)
-        for k in reversed(order):  # nearest first
-            visible[k] = full[k] & ~covered
-            covered |= full[k]
-        for k in order:
-            frame[full[k]] = objects[k].color
-        # A frame counter in the corner pixels makes every frame unique, so the fake segmenter
-        # can recognise frames by content even when nothing in the scene moves.
-        frame[0, :16, 0] = ((t >> np.arange(16)) & 1) * 255
+        frame, visible = render_frame(objects, t, image_hw, background)
         frames.append(frame)
         gts.append(visible)
     return Scene(frames=frames, gt_masks=np.stack(gts))
+
+
+class LoopingScene:
+    """An endless scene rendered on demand (bounded memory), looping every ``period`` frames.
+
+    Args:
+        objects: waypoints within [0, period).
+        period: frames per loop.
+        image_hw: (H, W).
+    """
+
+    def __init__(self, objects: list[SceneObject], period: int, image_hw: tuple[int, int]) -> None:
+        self.objects, self.period, self.image_hw = objects, period, image_hw
+        self._background = _background(image_hw)
+
+    def frames(self, num_frames: int):
+        """Yield ``num_frames`` frames lazily."""
+        for t in range(num_frames):
+            yield render_frame(self.objects, t % self.period, self.image_hw, self._background)[0]
+
+    def gt_at(self, t: int) -> np.ndarray:
+        return render_frame(self.objects, t % self.period, self.image_hw, self._background)[1]
 
 
 @dataclass
@@ -116,7 +158,7 @@ class FakeSegmenter:
 
     def __init__(
         self,
-        scene: Scene,
+        scene: Scene | LoopingScene,
         trackable: list[int] | None = None,
         *,
         boundary_noise: int = 0,
@@ -124,18 +166,16 @@ class FakeSegmenter:
         seed: int = 0,
     ) -> None:
         self.scene = scene
-        self.trackable = (
-            list(range(scene.gt_masks.shape[1])) if trackable is None else list(trackable)
-        )
+        num_objects = len(scene.objects) if isinstance(scene, LoopingScene) else scene.gt_masks.shape[1]
+        self.trackable = list(range(num_objects)) if trackable is None else list(trackable)
         self.boundary_noise = boundary_noise
         self.distractor_rate = distractor_rate
         self.rng = np.random.default_rng(seed)
-        self._index = {frame.tobytes(): t for t, frame in enumerate(scene.frames)}
         self.encode_calls: list[int] = []
         self.decode_batch_sizes: list[int] = []
 
     def encode(self, image: np.ndarray) -> FakeEmbedding:
-        frame_idx = self._index[image.tobytes()]
+        frame_idx = frame_counter(image)
         self.encode_calls.append(frame_idx)
         return FakeEmbedding(frame_idx, (image.shape[0], image.shape[1]))
 
@@ -186,7 +226,10 @@ class FakeSegmenter:
         mask_logits=None,
         multimask_output: bool = False,
     ) -> FakePrediction:
-        gt = self.scene.gt_masks[embedding.frame_idx]
+        if isinstance(self.scene, LoopingScene):
+            gt = self.scene.gt_at(embedding.frame_idx)
+        else:
+            gt = self.scene.gt_masks[embedding.frame_idx]
         n = next(len(x) for x in (boxes_xyxy, points_xy, mask_logits) if x is not None)
         self.decode_batch_sizes.append(n)
         c = 3 if multimask_output else 1

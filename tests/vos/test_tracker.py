@@ -274,3 +274,35 @@ def test_lost_status_is_visible_in_tracks() -> None:
             assert tracker.tracks[1].status is TrackStatus.LOST
             assert tracker.tracks[1].missed_frames == 1
             assert len(result) == 0
+
+
+def suite_jf(boundary_noise: int, distractor_rate: float, seed: int = 0) -> float:
+    """Mean J&F (DAVIS definitions, frames 1..T-2) over the synthetic scene suite."""
+    from vos.eval.davis import evaluate_sequence
+
+    values = []
+    suite = [(crossing_scene(), [0, 1]), (parallel_scene(), [0, 1, 2]),
+             (occlusion_scene(), [0]), (exit_scene(), [0])]
+    for scene, tracked in suite:
+        fake = FakeSegmenter(scene, trackable=tracked, boundary_noise=boundary_noise,
+                             distractor_rate=distractor_rate, seed=seed)
+        results = run(scene, tracked, fake)
+        gt = np.zeros(scene.gt_masks.shape[:1] + scene.gt_masks.shape[2:], np.uint8)
+        for rank, k in enumerate(tracked):
+            gt[scene.gt_masks[:, k]] = rank + 1
+        pred = np.stack([r.to_index_mask() for r in results])
+        # obj_id k+1 -> rank+1 so ids are 1..K like DAVIS
+        remap = np.zeros(256, np.uint8)
+        for rank, k in enumerate(tracked):
+            remap[k + 1] = rank + 1
+        j, f = evaluate_sequence(gt[1:-1], remap[pred[1:-1]], len(tracked))
+        values.append((j.mean() + f.mean()) / 2)
+    return float(np.mean(values))
+
+
+def test_suite_jf_near_one_when_perfect_and_degrading_with_noise() -> None:
+    perfect = suite_jf(0, 0.0)
+    noisy = suite_jf(2, 0.0)
+    noisier = suite_jf(4, 0.2)
+    assert perfect > 0.93, perfect
+    assert perfect > noisy > noisier > 0.4, (perfect, noisy, noisier)
