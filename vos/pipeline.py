@@ -149,7 +149,11 @@ def check_prompts(prompts: Sequence[Prompt], image_hw: tuple[int, int]) -> None:
             pts = prompt.points_xy
             if (pts < 0).any() or (pts[:, 0] >= w).any() or (pts[:, 1] >= h).any():
                 raise PromptError(f"--init-points: a point lies outside the {w}x{h} frame")
-            if prompt.point_labels is not None and not (prompt.point_labels == 1).any():
+            if (
+                prompt.box_xyxy is None
+                and prompt.point_labels is not None
+                and not (prompt.point_labels == 1).any()
+            ):
                 raise PromptError("--init-points: each object needs at least one positive point")
 
 
