@@ -96,7 +96,9 @@ def interior_points(mask: np.ndarray, k: int) -> np.ndarray:
     """
     if k <= 0 or not mask.any():
         return np.zeros((0, 2), np.float32)
-    x0, y0, x1, y1 = (int(v) for v in mask_to_box(mask))  # type: ignore[misc]
+    box = mask_to_box(mask)
+    assert box is not None  # the mask is not empty
+    x0, y0, x1, y1 = (int(v) for v in box)
     crop = np.pad(mask[y0:y1, x0:x1], 1).astype(np.uint8)
     dist = cv2.distanceTransform(crop, cv2.DIST_L2, 5)[1:-1, 1:-1]
     spacing = 0.5 * float(np.sqrt(mask.sum()))

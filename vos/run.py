@@ -245,7 +245,7 @@ def run_davis_mode(args: argparse.Namespace) -> int:
         scores = evaluate_results(root, results, split, names)
         write_official_csvs(scores, results)
         plot_per_object(scores, results / "per_object_jf.png")
-        timings = []
+        timings: list = []
         output = results
     else:
         output = Path(args.output or cfg.io.output_dir or "outputs/davis")
@@ -296,7 +296,7 @@ def run_uvo_mode(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as exc:
             raise UsageError(f"--eval-only {pred_path}: not valid JSON ({exc.msg})") from None
         output = pred_path.parent
-        timings = []
+        timings: list = []
     else:
         if not args.root:
             raise UsageError("uvo: --root FRAMES_ROOT is required (file_names are relative to it)")

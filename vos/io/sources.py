@@ -84,7 +84,8 @@ class DecordVideoSource(FrameSource):
         self._path = path
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-        stop = self.info.num_frames if stop is None else min(stop, self.info.num_frames or 0)
+        total = self.info.num_frames or 0
+        stop = total if stop is None else min(stop, total)
         if start < stop:
             self._reader.seek_accurate(start)
         for idx in range(start, stop):
