@@ -26,6 +26,8 @@ class Sam(nn.Module):
 
     mask_threshold: float = 0.0
     image_format: str = "RGB"
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
 
     def __init__(
         self,
@@ -49,7 +51,7 @@ class Sam(nn.Module):
 
     @property
     def img_size(self) -> int:
-        return int(self.image_encoder.img_size)
+        return int(self.image_encoder.img_size)  # type: ignore[arg-type]
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise then zero-pad bottom/right to a square of ``img_size``.
