@@ -153,3 +153,15 @@ def test_blackswan_full_video(data_dir: Path, random_checkpoint: Path, tmp_path:
                       str(random_checkpoint), "--output", str(out), "--quiet"])
     assert result.returncode == 0, result.stderr
     check_outputs(out, 50, (480, 854))
+
+
+def test_binary_black_and_white_init_mask_is_one_object(tmp_path: Path) -> None:
+    from vos.pipeline import masks_from_png
+
+    mask = np.zeros((64, 96), np.uint8)
+    mask[10:30, 20:40] = 255
+    path = tmp_path / "bw.png"
+    cv2.imwrite(str(path), mask)
+    prompts = masks_from_png(path, (64, 96))
+    assert len(prompts) == 1 and prompts[0].obj_id == 1
+    assert prompts[0].mask.sum() == 400

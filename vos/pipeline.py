@@ -123,6 +123,10 @@ def masks_from_png(path: Path, image_hw: tuple[int, int]) -> list[Prompt]:
             f"--init-mask {path}: size {index.shape[1]}x{index.shape[0]} differs from the "
             f"video's {image_hw[1]}x{image_hw[0]}"
         )
+    values = {int(v) for v in np.unique(index)}
+    if values == {0, 255} or values == {255}:
+        # A plain black-and-white mask (0/255), not a DAVIS map whose 255 means "void".
+        index = (index == 255).astype(np.uint8)
     ids = [int(i) for i in np.unique(index) if i not in (0, 255)]
     if not ids:
         raise PromptError(f"--init-mask {path}: the mask is empty (no object pixels)")
