@@ -42,7 +42,7 @@ def rss_growth_mb(num_frames: int) -> tuple[float, list[float]]:
 
 
 def test_rss_is_flat_over_a_long_stream() -> None:
-    growth, samples = rss_growth_mb(2_500)
+    growth, samples = rss_growth_mb(1_500)
     assert growth < 8.0, samples
 
 
