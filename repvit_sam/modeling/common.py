@@ -38,3 +38,16 @@ class MLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(self.act(self.lin1(x)))
+
+
+def sam_neck(in_channels: int, out_channels: int = 256) -> nn.Sequential:
+    """SAM's encoder neck: 1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d (no conv biases).
+
+    The index layout (``neck.0`` .. ``neck.3``) is part of every SAM-family checkpoint.
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
+        LayerNorm2d(out_channels),
+        nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        LayerNorm2d(out_channels),
+    )

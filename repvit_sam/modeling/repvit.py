@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from repvit_sam.modeling.common import LayerNorm2d
+from repvit_sam.modeling.common import sam_neck
 
 
 def make_divisible(value: float, divisor: int = 8, round_limit: float = 0.0) -> int:
@@ -265,12 +265,7 @@ class RepViT(nn.Module):
                     )
                 )
         self.features = nn.ModuleList(layers)
-        self.neck = nn.Sequential(
-            nn.Conv2d(in_chans, out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
+        self.neck = sam_neck(in_chans, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode a normalised, padded image.

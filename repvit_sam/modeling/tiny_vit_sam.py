@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from repvit_sam.modeling.common import LayerNorm2d
+from repvit_sam.modeling.common import sam_neck
 from repvit_sam.modeling.repvit import Conv2dBN
 
 # MobileSAM keeps the last stage at 1/16: its patch merging into these widths has stride 1.
@@ -453,12 +453,7 @@ class TinyViT(nn.Module):
         self.head: nn.Module = (
             nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         )
-        self.neck = nn.Sequential(
-            nn.Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
+        self.neck = sam_neck(embed_dims[-1], out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode images.
