@@ -94,9 +94,28 @@ class PromptEncoder(nn.Module):
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
 
-    def get_dense_pe(self) -> torch.Tensor:
-        """(1, embed_dim, h, w) positional encoding of the image embedding grid."""
-        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
+    def get_dense_pe(
+        self,
+        embedding_hw: tuple[int, int] | None = None,
+        full_grid_hw: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """(1, embed_dim, h, w) positional encoding of the image embedding grid.
+
+        With no arguments this is SAM's encoding of the trained (64, 64) grid. The arguments
+        serve the approximate fast modes, whose embeddings cover the model frame differently.
+
+        Args:
+            embedding_hw: (h, w) of an embedding that covers only the top-left part of the full
+                grid (an image encoded without its bottom/right padding); None: the full grid.
+            full_grid_hw: (H, W) of the grid that spans the whole padded model input, e.g.
+                (32, 32) for a 512 input; None: ``image_embedding_size``. Coordinates are
+                normalised by the full grid, so a cropped grid keeps each cell's encoding.
+        """
+        full_hw = tuple(full_grid_hw) if full_grid_hw is not None else self.image_embedding_size
+        pe = self.pe_layer(full_hw).unsqueeze(0)
+        if embedding_hw is not None and tuple(embedding_hw) != tuple(full_hw):
+            pe = pe[..., : embedding_hw[0], : embedding_hw[1]]
+        return pe
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         points = points + 0.5  # pixel centres
@@ -140,6 +159,7 @@ class PromptEncoder(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
+        embedding_hw: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed a batch of prompt sets.
 
@@ -147,7 +167,10 @@ class PromptEncoder(nn.Module):
             points: ((B, N, 2) float XY in the padded input frame, (B, N) labels: 1 positive,
                 0 negative, -1 padding), or None.
             boxes: (B, 4) float XYXY in the padded input frame, or None.
-            masks: (B, 1, 256, 256) float low-res mask logits, or None.
+            masks: (B, 1, 4h, 4w) float low-res mask logits ((B, 1, 256, 256) for SAM's grid),
+                or None.
+            embedding_hw: (h, w) of the image embedding the dense output must match; None:
+                ``image_embedding_size`` (64, 64). Only the fast modes pass another grid.
 
         Returns:
             sparse (B, N', embed_dim) and dense (B, embed_dim, h, w) embeddings.
@@ -163,7 +186,8 @@ class PromptEncoder(nn.Module):
         if masks is not None:
             dense = self.mask_downscaling(masks)
         else:
+            grid_h, grid_w = embedding_hw or self.image_embedding_size
             dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
-                batch, -1, self.image_embedding_size[0], self.image_embedding_size[1]
+                batch, -1, grid_h, grid_w
             )
         return sparse, dense

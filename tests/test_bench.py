@@ -1,0 +1,66 @@
+"""Smoke test of ``python -m vos.bench --quick``: it runs, and writes the expected tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vos import bench
+
+
+def test_quick_bench_writes_markdown_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    code = bench.main(
+        ["--quick", "--agreement", "--threads", "1", "--backend", "torch", "--output", str(out)]
+    )
+    assert code == 0
+    report = json.loads((out / "bench.json").read_text())
+    markdown = (out / "bench.md").read_text()
+
+    assert report["gemm_gflops"] > 0
+    encoder = report["encoder"]
+    assert {(r["input"], r["backend"]) for r in encoder} == {
+        ("256x256", "torch[fused]"),
+        ("192x256", "torch[fused]"),  # 160x120 frame without the bottom padding
+    }
+    for row in encoder:
+        assert row["gflops"] > 0 and row["median_s"] > 0
+        assert row["gemm_fraction"] == pytest.approx(
+            row["gflops"] / row["median_s"] / report["gemm_gflops"], rel=0.02
+        )
+    assert [(r["backend"], r["objects"]) for r in report["decoder"]] == [("torch", 1), ("torch", 2)]
+    assert [r["mode"] for r in report["loop"]] == ["size256+nopad"]
+    assert report["loop"][0]["frames"] == 3 and report["loop"][0]["fps"] > 0
+    agreement = {r["mode"]: r for r in report["agreement"]}
+    assert set(agreement) == {"exact", "exact, input ±1 noise (reference)", "size256+nopad"}
+    # Exact mode against itself: the same embeddings, so identical masks.
+    assert agreement["exact"]["iou_same_prompts"] == 1.0
+    assert 0.0 <= agreement["size256+nopad"]["iou_same_prompts"] <= 1.0
+    assert agreement["exact"]["real_weights"] is False
+    assert any("best fast mode" in t["target"] for t in report["targets"])
+
+    for heading in ("## Encoder", "## Decoder", "## Per-frame loop", "## Fast-mode agreement",
+                    "## Targets"):
+        assert heading in markdown
+    assert "| repvit | torch[fused] | 256x256 |" in markdown
+
+
+def test_bench_rejects_unknown_model_and_missing_backend(tmp_path: Path) -> None:
+    assert bench.main(["--quick", "--models", "vit_z", "--output", str(tmp_path)]) == 2
+
+
+def test_default_boxes_tile_the_frame() -> None:
+    boxes = bench.default_boxes((480, 854), 8)
+    assert boxes.shape == (8, 4)
+    assert (boxes[:, 0] < boxes[:, 2]).all() and (boxes[:, 1] < boxes[:, 3]).all()
+    assert (boxes >= 0).all() and (boxes[:, 2] <= 854).all() and (boxes[:, 3] <= 480).all()
+    assert len({tuple(b) for b in boxes.tolist()}) == 8
+
+
+def test_markdown_table_formats_cells() -> None:
+    table = bench.markdown_table([{"a": 1, "b": None, "c": False}])
+    assert table.splitlines() == ["| a | b | c |", "|---|---|---|", "| 1 | – | **no** |"]
+    assert np.isfinite(bench.measure_gemm_gflops((64,), repeats=1))
