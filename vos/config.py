@@ -40,6 +40,12 @@ class ModelConfig:
         device: torch device string ("cpu", "cuda", "cuda:1", ...).
         dtype: compute dtype of the model ("float32", "float16", "bfloat16").
         fuse: apply structural re-parameterisation (BN and RepVGG branch fusion) after loading.
+        backend: "predictor" (PyTorch SamPredictor, the reference path), "torch" (channels-last
+            PyTorch encoder), "onnxruntime", "openvino", or "auto" (the fastest installed);
+            graph backends export and cache the graph once per checkpoint.
+        fast_mode: "exact", or approximations joined by "+": "nopad" (no bottom/right
+            padding for non-square frames), "sizeS" (encode at long side S, e.g. size512),
+            "int8" (quantised encoder, graph backends). Measure with ``vos.bench --agreement``.
     """
 
     model_type: str = "repvit"
@@ -48,6 +54,8 @@ class ModelConfig:
     device: str = "cpu"
     dtype: str = "float32"
     fuse: bool = True
+    backend: str = "predictor"
+    fast_mode: str = "exact"
 
 
 @dataclass(frozen=True)

@@ -150,10 +150,20 @@ def build_model(cfg: RunConfig) -> Any:
 
 
 def build_predictor(cfg: RunConfig) -> Any:
-    """A SamPredictor over :func:`build_model`."""
+    """The segmenter of the config: a SamPredictor, or a faster backend (model.backend)."""
     from repvit_sam import SamPredictor
 
-    return SamPredictor(build_model(cfg))
+    model = build_model(cfg)
+    backend, mode = cfg.model.backend, cfg.model.fast_mode
+    if backend == "predictor" and mode == "exact":
+        return SamPredictor(model)
+    from repvit_sam.backends import build_segmenter
+
+    try:
+        return build_segmenter(model, "torch" if backend == "predictor" else backend,
+                               mode=mode, checkpoint=cfg.model.checkpoint)
+    except ImportError as exc:
+        raise UsageError(f"model.backend={backend}: {_one_line(exc)}") from None
 
 
 def _video_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> list:

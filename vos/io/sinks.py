@@ -197,7 +197,9 @@ class VideoWriter:
         # yuv420p needs even sizes; pad by one pixel where needed.
         stream = stream.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
         stream = ffmpeg.output(stream, str(self._partial), format="mp4", vcodec="libx264",
-                               pix_fmt="yuv420p", crf=20, preset="veryfast", movflags="+faststart")
+                               pix_fmt="yuv420p", crf=20, preset="veryfast", movflags="+faststart",
+                               # One x264 thread: the overlay must not take cores from the model.
+                               threads=1)
         command = ffmpeg.compile(
             stream.overwrite_output().global_args("-loglevel", "error"), cmd=ffmpeg_executable()
         )
