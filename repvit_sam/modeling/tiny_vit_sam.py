@@ -110,7 +110,21 @@ class PatchMerging(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
-class ConvLayer(nn.Module):
+class _Stage(nn.Module):
+    """A stage: ``blocks`` in sequence, then an optional ``downsample`` (PatchMerging)."""
+
+    blocks: nn.ModuleList
+    downsample: nn.Module | None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return x
+
+
+class ConvLayer(_Stage):
     """Stage of MBConv blocks on a (B, C, H, W) map, with optional patch merging.
 
     Args:
@@ -140,13 +154,6 @@ class ConvLayer(nn.Module):
         self.downsample: PatchMerging | None = None
         if downsample:
             self.downsample = PatchMerging(input_resolution, dim, out_dim or dim, activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        if self.downsample is not None:
-            x = self.downsample(x)
-        return x
 
 
 class Mlp(nn.Module):
@@ -312,7 +319,7 @@ class TinyViTBlock(nn.Module):
         return x + self.mlp(x)
 
 
-class BasicLayer(nn.Module):
+class BasicLayer(_Stage):
     """Stage of TinyViT blocks on tokens, with optional patch merging.
 
     Args:
@@ -357,13 +364,6 @@ class BasicLayer(nn.Module):
         self.downsample: PatchMerging | None = None
         if downsample:
             self.downsample = PatchMerging(input_resolution, dim, out_dim or dim, activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        if self.downsample is not None:
-            x = self.downsample(x)
-        return x
 
 
 class TinyViT(nn.Module):
