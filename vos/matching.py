@@ -102,3 +102,24 @@ def linear_assignment(cost: np.ndarray, max_cost: float) -> Assignment:
         unmatched_rows=np.flatnonzero(row_to_col < 0).astype(np.int64),
         unmatched_cols=np.flatnonzero(col_to_row < 0).astype(np.int64),
     )
+
+
+def exclusive_masks(masks: list[np.ndarray], priority: list[int]) -> list[np.ndarray]:
+    """Give every pixel claimed by several masks to the one that comes first in ``priority``.
+
+    Args:
+        masks: N (H, W) bool masks (not modified).
+        priority: a permutation of range(N), most important first.
+
+    Returns:
+        N (H, W) bool masks, pairwise disjoint; each is its input minus the pixels of the
+        masks ranked before it.
+    """
+    out = list(masks)
+    if len(masks) < 2:
+        return out
+    claimed = np.zeros_like(masks[0])
+    for i in priority:
+        out[i] = masks[i] & ~claimed
+        claimed |= masks[i]
+    return out

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from vos.config import PromptConfig, TrackerConfig
-from vos.matching import linear_assignment, mask_iou
+from vos.matching import exclusive_masks, linear_assignment, mask_iou
 from vos.prompts import (
     background_points,
     clip_box,
@@ -497,20 +497,21 @@ class VideoTracker:
         assignment = linear_assignment(1.0 - iou, max_cost=1.0 - cfg.match_iou_min)
         proposals: dict[int, int] = {int(col): int(row) for row, col in assignment.matches}
         masks_for = {col: chosen[row] for col, row in proposals.items()}
-        if cfg.overlap != "none" and len(proposals) > 1:
+        if cfg.overlap != "none":
             # Resolve contested pixels before accepting anything, so a track that loses its
             # whole mask to a neighbour (two prompts answered with one object) is a clean miss.
-            def priority(col: int) -> tuple:
-                row = proposals[col]
+            cols = list(proposals)
+
+            def priority(k: int) -> tuple:
+                col = cols[k]
                 if cfg.overlap == "lower_id_wins":
                     return (active[col].obj_id,)
+                row = proposals[col]
                 return (-float(scores[row]), -float(iou[row, col]), active[col].obj_id)
 
-            claimed = np.zeros(chosen.shape[1:], bool)
-            for col in sorted(proposals, key=priority):
-                mask = masks_for[col]
-                masks_for[col] = mask & ~claimed
-                claimed |= mask
+            order = sorted(range(len(cols)), key=priority)
+            resolved = exclusive_masks([masks_for[c] for c in cols], order)
+            masks_for = dict(zip(cols, resolved, strict=True))
         for col, track in enumerate(active):
             row = proposals.get(col)
             if row is not None and self._acceptable(
@@ -649,26 +650,20 @@ class VideoTracker:
         active = self._tracks_with(TrackStatus.ACTIVE)
         if len(active) < 2:
             return
-        masks = np.stack([t.mask for t in active])
-        contested = masks.sum(0) > 1
-        if not contested.any():
-            return
         if self.config.overlap == "higher_score_wins":
-            ranking = sorted(range(len(active)), key=lambda i: (-active[i].score, active[i].obj_id))
+            order = sorted(range(len(active)), key=lambda i: (-active[i].score, active[i].obj_id))
         else:
-            ranking = sorted(range(len(active)), key=lambda i: active[i].obj_id)
-        claimed = np.zeros_like(contested)
-        for i in ranking:
-            lose = contested & claimed & masks[i]
-            claimed |= masks[i] & contested
-            if lose.any():
-                track = active[i]
-                track.mask = track.mask & ~lose
-                box = mask_to_box(track.mask)
-                if box is None:
-                    self._miss(track)
-                else:
-                    track.box_xyxy = box
+            order = sorted(range(len(active)), key=lambda i: active[i].obj_id)
+        resolved = exclusive_masks([t.mask for t in active], order)
+        for track, mask in zip(active, resolved, strict=True):
+            if mask_area(mask) == mask_area(track.mask):
+                continue
+            track.mask = mask
+            box = mask_to_box(mask)
+            if box is None:
+                self._miss(track)
+            else:
+                track.box_xyxy = box
 
     def _expire(self) -> None:
         for obj_id in [

@@ -74,3 +74,19 @@ def test_assignment_empty() -> None:
     result = linear_assignment(np.zeros((0, 3)), max_cost=0.5)
     assert result.matches.shape == (0, 2)
     assert result.unmatched_cols.tolist() == [0, 1, 2]
+
+
+def test_exclusive_masks_follow_priority_and_do_not_mutate() -> None:
+    from vos.matching import exclusive_masks
+
+    a = np.zeros((2, 4), bool)
+    a[:, :3] = True
+    b = np.zeros((2, 4), bool)
+    b[:, 1:] = True
+    before = (a.copy(), b.copy())
+    first_b = exclusive_masks([a, b], [1, 0])
+    assert first_b[1].tolist() == b.tolist()
+    assert first_b[0].tolist() == (a & ~b).tolist()
+    first_a = exclusive_masks([a, b], [0, 1])
+    assert first_a[0].tolist() == a.tolist() and not (first_a[0] & first_a[1]).any()
+    assert np.array_equal(a, before[0]) and np.array_equal(b, before[1])
