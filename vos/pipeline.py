@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vos.config import PromptConfig, RunConfig, TrackerConfig
+from vos.config import RunConfig
 from vos.io.davis_png import read_palette_png
 from vos.io.sinks import ResultSink, completed_frames, load_index_mask, write_text_atomic
 from vos.io.sources import FrameSource, SourceError, prefetch
@@ -312,7 +312,7 @@ def run_video(
                 write_start = time.perf_counter()
                 sink.write(names[frame_idx], frame, result)
                 timer.add("write (queue)", time.perf_counter() - write_start)
-                _accumulate(object_stats, result)
+                accumulate_object_stats(object_stats, result)
                 processed += 1
                 bar.update(1)
                 elapsed = time.perf_counter() - start_time
@@ -353,14 +353,9 @@ def _restore(tracker: VideoTracker, frame: np.ndarray, output_dir: Path, name: s
         tracker.add_object(mask=index == obj_id, obj_id=obj_id)
 
 
-def _accumulate(stats: dict[int, dict[str, float]], result: FrameResult) -> None:
+def accumulate_object_stats(stats: dict[int, dict[str, float]], result: FrameResult) -> None:
+    """Add one frame's visible objects to per-object {"frames", "score"} sums."""
     for obj_id, score in zip(result.obj_ids.tolist(), result.scores.tolist(), strict=True):
         entry = stats.setdefault(obj_id, {"frames": 0, "score": 0.0})
         entry["frames"] += 1
         entry["score"] += score
-
-
-def tracker_for(predictor: Any, tracker_config: TrackerConfig, prompt_config: PromptConfig,
-                seed: int = 0) -> VideoTracker:
-    """A VideoTracker with the run's configs (shared by the video, DAVIS and UVO modes)."""
-    return VideoTracker(predictor, tracker_config, prompt_config, seed=seed)

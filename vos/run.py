@@ -284,7 +284,8 @@ def run_davis_mode(args: argparse.Namespace) -> int:
 def run_uvo_mode(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from vos.eval.drivers import UVO_STATS, run_uvo, score_uvo
+    from vos.eval.drivers import UVO_STATS, run_uvo
+    from vos.eval.uvo import evaluate_uvo
     from vos.io.sinks import write_text_atomic
 
     cfg = _config_from(args)
@@ -334,7 +335,7 @@ def run_uvo_mode(args: argparse.Namespace) -> int:
             print(f"interrupted: finished videos in {output}/videos are kept; rerun to resume",
                   file=sys.stderr)
             return 130
-    metrics = score_uvo(gt, pred)
+    metrics = evaluate_uvo(gt, pred)
     write_text_atomic(output / "metrics.json", json.dumps(metrics, indent=2))
     rows = [(k, f"{metrics[k]:.4f}") for k in UVO_STATS if k in metrics]
     rows += [(f"video {t.name}", f"{t.frames} frames, {t.seconds:.1f} s"

@@ -342,8 +342,6 @@ class VideoTracker:
             track.status = TrackStatus.LOST
             logger.warning("object %d: initial mask has fewer than %d pixels; marked LOST",
                            obj_id, self.config.min_mask_area)
-        else:
-            track.score_sum, track.num_scored = score, 1
         self.state.tracks[obj_id] = track
         return obj_id
 
@@ -589,8 +587,6 @@ class VideoTracker:
         track.last_seen_frame = self.state.frame_idx
         track.missed_frames = 0
         track.status = TrackStatus.ACTIVE
-        track.score_sum += score
-        track.num_scored += 1
 
     def _miss(self, track: Track) -> None:
         assert self._image_hw is not None

@@ -66,8 +66,6 @@ class Track:
             1 = right/bottom); a coasting box keeps that edge and its remembered size.
         size_wh: (2,) float32, the object's remembered full box size; not updated when the
             mask shrinks suddenly (occlusion, leaving the frame).
-        score_sum: sum of accepted scores, for a track-level score (UVO: mean predicted IoU).
-        num_scored: number of frames summed in ``score_sum``.
     """
 
     obj_id: int
@@ -81,13 +79,6 @@ class Track:
     velocity_xy: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))
     anchor_xy: np.ndarray = field(default_factory=lambda: np.zeros(2, np.int64))
     size_wh: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))
-    score_sum: float = 0.0
-    num_scored: int = 0
-
-    @property
-    def mean_score(self) -> float:
-        """Mean predicted IoU over the frames where the object was accepted."""
-        return self.score_sum / self.num_scored if self.num_scored else 0.0
 
 
 @dataclass

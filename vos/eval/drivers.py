@@ -24,10 +24,10 @@ import numpy as np
 
 from vos.config import PromptConfig, TrackerConfig
 from vos.eval.davis import DavisScores, evaluate_results, plot_per_object, write_official_csvs
-from vos.eval.uvo import evaluate_uvo
 from vos.io.davis_png import read_palette_png, write_palette_png
 from vos.io.sinks import encode_rle, write_text_atomic
-from vos.io.sources import ImageFolderSource, SourceError, prefetch
+from vos.io.sources import ImageFolderSource, prefetch, read_rgb
+from vos.pipeline import accumulate_object_stats
 from vos.tracker import VideoTracker
 
 logger = logging.getLogger(__name__)
@@ -200,15 +200,6 @@ def run_uvo(
     return results, timings
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SourceError(f"{path}: cannot read the image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def _track_video(
     video: dict,
     frames_root: Path,
@@ -224,8 +215,8 @@ def _track_video(
     num_frames = len(video["file_names"])
     tracker = VideoTracker(predictor, tracker_config, prompt_config)
     segmentations: dict[int, list[dict | None]] = {}
-    score_sums: dict[int, list[float]] = {}
-    frames = prefetch(_read_rgb(frames_root / name) for name in video["file_names"])
+    object_stats: dict[int, dict[str, float]] = {}
+    frames = prefetch(read_rgb(frames_root / name) for name in video["file_names"])
     for frame_idx, frame in enumerate(
         tqdm(frames, total=num_frames, desc=str(video.get("name", video["id"])), leave=False,
              disable=not progress)
@@ -241,24 +232,18 @@ def _track_video(
                 obj_id = tracker.add_object(mask=mask)
                 segmentations[obj_id] = [None] * num_frames
             result = tracker.result()
-        for obj_id, mask, score in zip(
-            result.obj_ids.tolist(), result.masks, result.scores.tolist(), strict=True
-        ):
+        for obj_id, mask in zip(result.obj_ids.tolist(), result.masks, strict=True):
             segmentations[obj_id][frame_idx] = encode_rle(mask)
-            score_sums.setdefault(obj_id, []).append(score)
+        accumulate_object_stats(object_stats, result)
     # Track score = mean predicted IoU over the frames where the object was segmented
     # (SAM-PT's per-object score); a track never seen scores 0.
     return [
         {
             "video_id": video["id"],
             "category_id": 1,
-            "score": float(np.mean(score_sums[obj_id])) if obj_id in score_sums else 0.0,
+            "score": (object_stats[obj_id]["score"] / object_stats[obj_id]["frames"]
+                      if obj_id in object_stats else 0.0),
             "segmentations": segs,
         }
         for obj_id, segs in sorted(segmentations.items())
     ]
-
-
-def score_uvo(gt: Any, pred: Any) -> dict[str, float]:
-    """The 12 class-agnostic YouTube-VIS statistics (AR100 is the headline)."""
-    return evaluate_uvo(gt, pred)

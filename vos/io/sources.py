@@ -143,6 +143,18 @@ class OpenCVVideoSource(FrameSource):
         self._cap.release()
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    """One image file as (H, W, 3) uint8 RGB.
+
+    Raises:
+        SourceError: the file is missing or not a readable image.
+    """
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SourceError(f"{path}: cannot read the image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 class ImageFolderSource(FrameSource):
     """A folder of images, read in name order (DAVIS ``JPEGImages/480p/<seq>`` layout)."""
 
@@ -150,15 +162,8 @@ class ImageFolderSource(FrameSource):
         self._paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self._paths:
             raise SourceError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
-        first = self._read(self._paths[0])
+        first = read_rgb(self._paths[0])
         self.info = SourceInfo(str(folder), (first.shape[0], first.shape[1]), len(self._paths), 25.0)
-
-    @staticmethod
-    def _read(path: Path) -> np.ndarray:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise SourceError(f"{path}: cannot read the image")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     @property
     def paths(self) -> list[Path]:
@@ -167,7 +172,7 @@ class ImageFolderSource(FrameSource):
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         for path in self._paths[start:stop]:
-            frame = self._read(path)
+            frame = read_rgb(path)
             if frame.shape[:2] != self.info.image_hw:
                 raise SourceError(
                     f"{path}: size {frame.shape[1]}x{frame.shape[0]} differs from the first "
