@@ -443,6 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {FLASK_HINT}", file=sys.stderr)
         return 2
     from repvit_sam.build import CheckpointError
+    from repvit_sam.utils.malloc import retain_freed_memory
+
+    retain_freed_memory()
 
     overrides = [*args.set, f"model.checkpoint={checkpoint}"]
     if args.device:

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from repvit_sam.utils.malloc import retain_freed_memory
 from vos.config import RunConfig, dump_config
 from vos.io.sinks import write_text_atomic
 from vos.types import Prompt
@@ -446,6 +447,7 @@ class VideoWorker:
                  num_threads: int | None = None) -> None:
         self.cfg = cfg
         self.factory = predictor_factory or default_predictor_factory
+        retain_freed_memory()  # each worker process is an entry point of its own
         if num_threads is not None:
             import torch
 
