@@ -97,7 +97,7 @@ def test_preprocess_matches_sam_preprocess_bitwise(random_model: Sam) -> None:
 
 def test_generalised_decoder_reproduces_sam_path_on_sam_grid(random_model: Sam) -> None:
     """The fast-mode decoder path, given SAM's own 64x64 grid, is SAM's decoder."""
-    predictor = SamPredictor(random_model)
+    predictor = SamPredictor(random_model, decoder="reference")
     gen = torch.Generator().manual_seed(1)
     features = torch.randn(1, 256, 64, 64, generator=gen)
     boxes = torch.tensor([[100.0, 120.0, 500.0, 640.0], [10.0, 20.0, 300.0, 200.0]])

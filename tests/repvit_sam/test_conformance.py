@@ -206,6 +206,44 @@ def test_encode_decode_pair_matches_golden(
     assert not failures, failures
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_video_decode_matches_golden(
+    variant_predictor: tuple[str, SamPredictor],
+    prompts: dict,
+    golden: dict,
+    image: np.ndarray,
+    case: str,
+) -> None:
+    """Every golden case through ``decode`` (BatchedMaskDecoder), not ``predict``."""
+    variant, predictor = variant_predictor
+    assert predictor.decoder == "batched"
+    spec = prompts[f"img0/{case}"]
+    kwargs: dict = {"multimask_output": spec["multimask_output"]}
+    if case == "batched_boxes":
+        kwargs["boxes_xyxy"] = np.array(spec["boxes"])
+    if "box" in spec:
+        kwargs["boxes_xyxy"] = np.array([spec["box"]])
+    if "point_coords" in spec:
+        kwargs["points_xy"] = np.array([spec["point_coords"]], np.float32)
+        kwargs["point_labels"] = np.array([spec["point_labels"]])
+    if case == "point_with_mask_input":
+        first = run_case(predictor, prompts, golden, "point_multimask")
+        kwargs["mask_logits"] = first["low_res"][np.argmax(first["iou"])][None, None]
+    with kernels_for(variant):
+        embedding = predictor.encode(image)
+    pred = predictor.decode(embedding, **kwargs)
+    outputs = {
+        "masks": pred.masks.numpy(),
+        "iou": pred.iou_scores.numpy(),
+        "low_res": pred.low_res_logits.numpy(),
+    }
+    if case != "batched_boxes":  # predict() returns one object's outputs without the N axis
+        outputs = {k: v[0] for k, v in outputs.items()}
+    assert outputs["low_res"].shape == golden[f"img0/{case}/low_res_logits"].shape
+    failures = case_failures(case_errors(outputs, golden, case, image.shape[1]))
+    assert not failures, f"{case}: {failures}"
+
+
 def test_one_perturbed_weight_is_caught(
     conformance_dir: Path,
     tmp_path: Path,
@@ -223,7 +261,9 @@ def test_one_perturbed_weight_is_caught(
     perturbed = tmp_path / "perturbed.pt"
     torch.save(state, perturbed)
     predictor = make_predictor(perturbed, image, "plain")
-    embedding_error = rel_l2(predictor.get_image_embedding().numpy(), golden["img0/image_embedding"])
+    embedding_error = rel_l2(
+        predictor.get_image_embedding().numpy(), golden["img0/image_embedding"]
+    )
     assert embedding_error > EMBED_TOL["plain"]
     outputs = run_case(predictor, prompts, golden, "box_single")
     assert case_failures(case_errors(outputs, golden, "box_single", image.shape[1]))
