@@ -14,7 +14,8 @@ from vos import bench
 def test_quick_bench_writes_markdown_and_json(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     code = bench.main(
-        ["--quick", "--agreement", "--threads", "1", "--backend", "torch", "--output", str(out)]
+        ["--quick", "--agreement", "--compare-malloc", "--threads", "1", "--backend", "torch",
+         "--output", str(out)]
     )
     assert code == 0
     report = json.loads((out / "bench.json").read_text())
@@ -22,16 +23,25 @@ def test_quick_bench_writes_markdown_and_json(tmp_path: Path) -> None:
 
     assert report["gemm_gflops"] > 0
     encoder = report["encoder"]
-    assert {(r["input"], r["backend"]) for r in encoder} == {
-        ("256x256", "torch[fused]"),
-        ("192x256", "torch[fused]"),  # 160x120 frame without the bottom padding
+    assert report["machine"]["malloc"] == "retained"
+    assert {(r["input"], r["backend"], r["malloc"]) for r in encoder} == {
+        ("256x256", "torch[fused]", "retained"),
+        ("192x256", "torch[fused]", "retained"),  # 160x120 frame without the bottom padding
+        ("256x256", "torch[fused]", "system"),  # --compare-malloc: glibc defaults, child run
+        ("192x256", "torch[fused]", "system"),
     }
     for row in encoder:
         assert row["gflops"] > 0 and row["median_s"] > 0
         assert row["gemm_fraction"] == pytest.approx(
             row["gflops"] / row["median_s"] / report["gemm_gflops"], rel=0.02
         )
-    assert [(r["backend"], r["objects"]) for r in report["decoder"]] == [("torch", 1), ("torch", 2)]
+    decoder = [(r["backend"], r["objects"], r["malloc"]) for r in report["decoder"]]
+    assert decoder == [
+        (backend, count, malloc)
+        for malloc in ("retained", "system")
+        for backend in ("torch", "torch[reference]")
+        for count in (1, 2)
+    ]
     assert [r["mode"] for r in report["loop"]] == ["size256+nopad"]
     assert report["loop"][0]["frames"] == 3 and report["loop"][0]["fps"] > 0
     agreement = {r["mode"]: r for r in report["agreement"]}

@@ -33,6 +33,8 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from repvit_sam import Sam, sam_model_registry
+from repvit_sam import Sam, SamPredictor, sam_model_registry
 from repvit_sam.backends import (
     BACKENDS,
     TORCH_VARIANTS,
@@ -53,6 +55,7 @@ from repvit_sam.backends import (
     preprocess,
 )
 from repvit_sam.build import CheckpointError
+from repvit_sam.utils.malloc import MALLOC_ENV, retain_freed_memory
 from vos.config import IOConfig, PromptConfig, RunConfig, TrackerConfig
 from vos.io.sources import FrameSource, SourceInfo
 from vos.matching import mask_iou
@@ -223,13 +226,14 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def machine_info(threads: int) -> dict[str, Any]:
+def machine_info(threads: int, malloc: str = "system") -> dict[str, Any]:
     """CPU, thread and library versions, for the report header."""
     info: dict[str, Any] = {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "threads": threads,
         "torch": torch.__version__,
+        "malloc": malloc,
     }
     try:
         with open("/proc/cpuinfo") as fh:
@@ -298,6 +302,7 @@ def bench_encoders(
                         "min_s": round(timing.min_s, 4),
                         "gflop_per_s": round(rate, 1),
                         "gemm_fraction": round(rate / report.gemm_gflops, 3),
+                        "malloc": report.machine.get("malloc"),
                     }
                 )
                 logger.info("encoder %s", report.encoder[-1])
@@ -330,17 +335,26 @@ def bench_decoders(
     warmup: int,
     repeats: int,
 ) -> None:
-    """Decoder rows: each backend x number of objects, one batched call per frame."""
+    """Decoder rows: each backend x number of objects, one batched call per frame.
+
+    ``torch`` is ``SamPredictor.decode``'s default ``BatchedMaskDecoder``; ``torch[reference]``
+    is SAM's ``MaskDecoder`` path, timed alongside as the baseline it replaces.
+    """
     image_hw = (frame.shape[0], frame.shape[1])
     reference = BackendSegmenter(model, backend="torch", torch_variant="fused", threads=threads)
     embedding = reference.encode(frame)
     first = reference.decode(embedding, boxes_xyxy=default_boxes(image_hw, 1))
     logits = first.low_res_logits
+    decoders: list[tuple[str, Any]] = []
     for backend in decoder_backends:
         seg = BackendSegmenter(
             model, backend="torch", decoder_backend=backend, threads=threads, checkpoint=checkpoint
         )
         seg.prepare(image_hw)
+        decoders.append((backend, seg))
+        if backend == "torch":
+            decoders.append(("torch[reference]", SamPredictor(model, decoder="reference")))
+    for name, seg in decoders:
         base = None
         for count in object_counts:
             prompts = tracker_prompts(image_hw, count, logits)
@@ -349,12 +363,13 @@ def bench_decoders(
             base = timing.median_s if base is None else base
             report.decoder.append(
                 {
-                    "backend": backend,
+                    "backend": name,
                     "objects": count,
                     "median_ms": round(1000 * timing.median_s, 1),
                     "min_ms": round(1000 * timing.min_s, 1),
                     "vs_1_object": round(timing.median_s / base, 2),
                     "frame": f"{image_hw[1]}x{image_hw[0]}",
+                    "malloc": report.machine.get("malloc"),
                 }
             )
             logger.info("decoder %s", report.decoder[-1])
@@ -600,9 +615,10 @@ def _noise_floor(
 def check_targets(report: Report, default_backend: str) -> None:
     """Compare this run's numbers with the issue's targets."""
     targets = report.targets
+    malloc = report.machine.get("malloc")
     exact_1024 = [
         r for r in report.encoder
-        if r["model"] == "repvit" and r["input"] == "1024x1024"
+        if r["model"] == "repvit" and r["input"] == "1024x1024" and r.get("malloc") == malloc
     ]
     default_rows = [r for r in exact_1024 if r["backend"].startswith(default_backend)]
     if default_rows:
@@ -617,7 +633,8 @@ def check_targets(report: Report, default_backend: str) -> None:
                                best["gemm_fraction"] >= TARGET_GEMM_FRACTION))
     by_backend: dict[str, dict[int, float]] = {}
     for row in report.decoder:
-        by_backend.setdefault(row["backend"], {})[row["objects"]] = row["median_ms"]
+        if row.get("malloc") == malloc:
+            by_backend.setdefault(row["backend"], {})[row["objects"]] = row["median_ms"]
     for backend, times in by_backend.items():
         if 1 in times and 8 in times:
             ratio = times[8] / times[1]
@@ -750,6 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="outputs the loop writes (the CLI writes all three by default)")
     parser.add_argument("--encode-ahead", action="store_true",
                         help="also time the loops with vos.overlap.EncodeAhead")
+    parser.add_argument("--compare-malloc", action="store_true",
+                        help="also time the torch encoder and decoder with glibc's default "
+                             f"allocator settings ({MALLOC_ENV}=system, in a child process)")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny smoke run: 256² encoder, torch fused, 1-2 objects, "
                              "3 synthetic frames, fast mode size256+nopad")
@@ -801,7 +821,8 @@ def main(argv: list[str] | None = None) -> int:
     image_hw = (frames[0].shape[0], frames[0].shape[1])
     boxes = np.stack(args.box) if args.box else default_boxes(image_hw, 1)
 
-    report = Report(machine=machine_info(args.threads))
+    malloc = "retained" if retain_freed_memory() else "system"
+    report = Report(machine=machine_info(args.threads, malloc))
     report.settings = {
         "models": models_wanted, "checkpoints": checkpoints, "backends": backends,
         "default_backend": default, "video": video_name, "frame_hw": list(image_hw),
@@ -839,6 +860,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_decoders(report, repvit[0], repvit[1], backends, frames[0],
                    [int(n) for n in _csv(args.objects)], threads=args.threads,
                    warmup=args.warmup, repeats=args.repeats)
+    if args.compare_malloc and malloc == "retained" and "torch" in backends:
+        compare_malloc(report, args, torch_variants, checkpoints)
 
     modes = [FastMode.parse(m) for m in _csv(args.modes)]
     # int8 runs on ONNX Runtime first: its QDQ kernels measured 0.36 s against OpenVINO's
@@ -896,13 +919,58 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def compare_malloc(
+    report: Report,
+    args: argparse.Namespace,
+    torch_variants: Sequence[str],
+    checkpoints: dict[str, str | None],
+) -> None:
+    """Rerun the torch encoder and decoder rows in a child with ``REPVIT_VOS_MALLOC=system``.
+
+    ``mallopt`` settings cannot be undone inside a process, so the comparison runs the same
+    command in a fresh interpreter right after this one's rows and appends its rows (their
+    ``malloc`` column says ``system``).
+    """
+    command = [
+        sys.executable, "-m", "vos.bench", "--backend", "torch", "--no-loop", "--modes", "",
+        "--models", "repvit", "--torch-variants", ",".join(torch_variants),
+        "--sizes", _csv(args.sizes)[0], "--objects", args.objects,
+        "--threads", str(args.threads), "--warmup", str(args.warmup),
+        "--repeats", str(args.repeats),
+    ]
+    if checkpoints.get("repvit"):
+        command += ["--checkpoint", str(checkpoints["repvit"])]
+    if args.video:
+        command += ["--video", args.video]
+    if args.quick:
+        command.append("--quick")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, MALLOC_ENV: "system"}
+        done = subprocess.run([*command, "--output", tmp], env=env, capture_output=True,
+                              text=True, check=False)
+        if done.returncode != 0:
+            report.notes.append(f"--compare-malloc: child run failed ({done.stderr.strip()[-200:]})")
+            return
+        child = json.loads((Path(tmp) / "bench.json").read_text())
+    report.encoder += [r for r in child["encoder"] if r["model"] == "repvit"]
+    report.decoder += [r for r in child["decoder"] if r["backend"].startswith("torch")]
+
+
 def _best_decoder(report: Report) -> str | None:
-    rows = [r for r in report.decoder if r["objects"] == 1]
+    malloc = report.machine.get("malloc")
+    rows = [
+        r for r in report.decoder
+        if r["objects"] == 1 and r["backend"] in BACKENDS and r.get("malloc") == malloc
+    ]
     return min(rows, key=lambda r: r["median_ms"])["backend"] if rows else None
 
 
 def _best_torch_variant(report: Report) -> str:
-    rows = [r for r in report.encoder if r["backend"].startswith("torch[")]
+    malloc = report.machine.get("malloc")
+    rows = [
+        r for r in report.encoder
+        if r["backend"].startswith("torch[") and r.get("malloc") == malloc
+    ]
     rows = [r for r in rows if r["model"] == "repvit"] or rows
     largest = max((r["gflops"] for r in rows), default=0.0)
     rows = [r for r in rows if r["gflops"] == largest]
