@@ -116,7 +116,9 @@ def write_palette_png(path: str | os.PathLike[str], index_mask: np.ndarray) -> N
     tmp_path = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
         with open(tmp_path, "xb") as handle:
-            image.save(handle, format="PNG")
+            # Level 1: half the CPU of the default 6 for a mask (0.8 against 1.8 ms at 854x480)
+            # and still a few KB; the writer shares the machine with the model.
+            image.save(handle, format="PNG", compress_level=1)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
