@@ -356,7 +356,7 @@ class GraphCache:
                 return path
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
-            logger.info("exporting %s (once per model)", path)
+            logger.warning("exporting %s (first use of this model and frame size; cached)", path)
             try:
                 write(tmp)
                 os.replace(tmp, path)

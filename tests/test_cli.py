@@ -165,3 +165,21 @@ def test_binary_black_and_white_init_mask_is_one_object(tmp_path: Path) -> None:
     prompts = masks_from_png(path, (64, 96))
     assert len(prompts) == 1 and prompts[0].obj_id == 1
     assert prompts[0].mask.sum() == 400
+
+
+def test_default_backend_is_the_fastest_installed_on_cpu(random_checkpoint: Path) -> None:
+    """model.backend=auto: OpenVINO > ONNX Runtime > channels-last torch on a CPU device."""
+    from repvit_sam.backends import BackendSegmenter, default_backend
+    from vos.config import ModelConfig, RunConfig
+    from vos.run import build_predictor, resolve_backend
+
+    assert ModelConfig().backend == "auto"
+    cfg = RunConfig(model=ModelConfig(checkpoint=str(random_checkpoint)))
+    segmenter = build_predictor(cfg)
+    assert isinstance(segmenter, BackendSegmenter)
+    assert segmenter.backend == default_backend()
+    assert segmenter.decoder_backend == "torch"
+    # Off the CPU, auto falls back to the reference predictor; explicit choices stay.
+    assert resolve_backend("auto", "cuda:1") == "predictor"
+    assert resolve_backend("auto", "cpu") == "auto"
+    assert resolve_backend("openvino", "cuda") == "openvino"

@@ -750,7 +750,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", default=None,
                         help="video or frame folder (default: ../shared/data/videos/blackswan.mp4"
                              " when present, else synthetic frames)")
-    parser.add_argument("--frames", type=int, default=12, help="frames of the loop runs")
+    parser.add_argument("--frames", type=int, default=30,
+                        help="frames of the loop runs (start-up and the final flush count too)")
     parser.add_argument("--box", action="append", type=parse_box, default=[],
                         help="x0,y0,x1,y1 object box on frame 0 (repeatable; default: central)")
     parser.add_argument("--modes", default="nopad,size768+nopad,size512+nopad,size384+nopad,int8",

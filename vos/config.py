@@ -40,9 +40,11 @@ class ModelConfig:
         device: torch device string ("cpu", "cuda", "cuda:1", ...).
         dtype: compute dtype of the model ("float32", "float16", "bfloat16").
         fuse: apply structural re-parameterisation (BN and RepVGG branch fusion) after loading.
-        backend: "predictor" (PyTorch SamPredictor, the reference path), "torch" (channels-last
-            PyTorch encoder), "onnxruntime", "openvino", or "auto" (the fastest installed);
-            graph backends export and cache the graph once per checkpoint.
+        backend: "auto" (default: the fastest installed encoder backend on a CPU device,
+            OpenVINO > ONNX Runtime > PyTorch; the reference SamPredictor on a GPU),
+            "predictor" (PyTorch SamPredictor, the reference path), "torch" (channels-last
+            PyTorch encoder), "onnxruntime" or "openvino". Graph backends export and cache
+            the graph once per checkpoint and frame size (~5 s, under ~/.cache/repvit-vos).
         fast_mode: "exact", or approximations joined by "+": "nopad" (no bottom/right
             padding for non-square frames), "sizeS" (encode at long side S, e.g. size512),
             "int8" (quantised encoder, graph backends). Measure with ``vos.bench --agreement``.
@@ -54,7 +56,7 @@ class ModelConfig:
     device: str = "cpu"
     dtype: str = "float32"
     fuse: bool = True
-    backend: str = "predictor"
+    backend: str = "auto"
     fast_mode: str = "exact"
 
 

@@ -149,12 +149,24 @@ def build_model(cfg: RunConfig) -> Any:
     return sam_model_registry[model_cfg.model_type](**kwargs)
 
 
+def resolve_backend(backend: str, device: str) -> str:
+    """``model.backend`` as run on ``device``: ``auto`` means the reference predictor off-CPU.
+
+    The graph backends (OpenVINO, ONNX Runtime) and the channels-last encoder serve CPUs; on a
+    GPU the PyTorch predictor is the fast path.
+    """
+    if backend == "auto" and device.split(":")[0] != "cpu":
+        return "predictor"
+    return backend
+
+
 def build_predictor(cfg: RunConfig) -> Any:
     """The segmenter of the config: a SamPredictor, or a faster backend (model.backend)."""
     from repvit_sam import SamPredictor
 
     model = build_model(cfg)
-    backend, mode = cfg.model.backend, cfg.model.fast_mode
+    backend = resolve_backend(cfg.model.backend, cfg.model.device)
+    mode = cfg.model.fast_mode
     if backend == "predictor" and mode == "exact":
         return SamPredictor(model)
     from repvit_sam.backends import build_segmenter
@@ -220,7 +232,8 @@ def run_video_mode(args: argparse.Namespace) -> int:
             return 130
     rows = [("output", summary.output_dir),
             ("frames", f"{summary.frames_processed} processed, {summary.frames_resumed} resumed"),
-            ("speed", f"{summary.fps:.2f} frames/s ({summary.seconds:.1f} s)")]
+            ("speed", f"{summary.fps:.2f} frames/s ({summary.seconds:.1f} s)"),
+            ("model", getattr(predictor, "name", "SamPredictor (PyTorch)"))]
     rows += [(f"  {stage}", f"{ms:.1f} ms/frame") for stage, ms in summary.stage_ms_per_frame.items()]
     rows += [(f"object {obj_id}", f"visible on {int(s['frames_visible'])} frames, "
               f"mean predicted IoU {s['mean_score']:.3f}") for obj_id, s in summary.objects.items()]
