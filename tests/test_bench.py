@@ -42,13 +42,16 @@ def test_quick_bench_writes_markdown_and_json(tmp_path: Path) -> None:
         for backend in ("torch", "torch[reference]")
         for count in (1, 2)
     ]
-    assert [r["mode"] for r in report["loop"]] == ["size256+nopad"]
+    assert [r["mode"] for r in report["loop"]] == ["size256+nopad", "roi+size256"]
     assert report["loop"][0]["frames"] == 3 and report["loop"][0]["fps"] > 0
     agreement = {r["mode"]: r for r in report["agreement"]}
-    assert set(agreement) == {"exact", "exact, input ±1 noise (reference)", "size256+nopad"}
+    assert set(agreement) == {
+        "exact", "exact, input ±1 noise (reference)", "size256+nopad", "roi+size256"
+    }
     # Exact mode against itself: the same embeddings, so identical masks.
     assert agreement["exact"]["iou_same_prompts"] == 1.0
     assert 0.0 <= agreement["size256+nopad"]["iou_same_prompts"] <= 1.0
+    assert 0.0 <= agreement["roi+size256"]["iou_same_prompts"] <= 1.0
     assert agreement["exact"]["real_weights"] is False
     assert any("best fast mode" in t["target"] for t in report["targets"])
 

@@ -183,3 +183,19 @@ def test_default_backend_is_the_fastest_installed_on_cpu(random_checkpoint: Path
     assert resolve_backend("auto", "cuda:1") == "predictor"
     assert resolve_backend("auto", "cpu") == "auto"
     assert resolve_backend("openvino", "cuda") == "openvino"
+
+
+def test_roi_fast_mode_runs_end_to_end(random_checkpoint: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    video = write_video(tmp_path / "clip.mp4", num_frames=4)
+    out = tmp_path / "out"
+    code = main([str(video), "--init-box", "10,20,30,40", "--checkpoint", str(random_checkpoint),
+                 "--set", "model.fast_mode=roi+size256", "--set", "model.backend=torch",
+                 "--output", str(out), "--quiet"])
+    assert code == 0
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{i:05d}.png" for i in range(4)]
+    assert "roi(torch[channels_last] size256+nopad)" in capsys.readouterr().out
+    code = main([str(video), "--init-box", "10,20,30,40", "--checkpoint", str(random_checkpoint),
+                 "--set", "model.fast_mode=roi+size100", "--output", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1

@@ -60,6 +60,7 @@ from vos.config import IOConfig, PromptConfig, RunConfig, TrackerConfig
 from vos.io.sources import FrameSource, SourceInfo
 from vos.matching import mask_iou
 from vos.prompts import mask_to_box
+from vos.roi import RoiSegmenter, split_roi_mode
 from vos.tracker import VideoTracker
 from vos.types import Prompt
 
@@ -433,7 +434,7 @@ def bench_loop(
         "model": model_name,
         "backend": segmenter.name.split(" ")[0],
         "decoder": segmenter.decoder_backend,
-        "mode": segmenter.mode.name,
+        "mode": mode_name(segmenter),
         "overlap": "encode-ahead" if encode_ahead else "none",
         "objects": len(boxes),
         "sinks": "+".join(k for k in ("png", "json", "video") if getattr(io_config, f"save_{k}")),
@@ -536,7 +537,7 @@ def bench_agreement(
     rows = [("exact", exact, exact_masks, exact_rec, exact_s)]
     for seg in fast:
         masks, rec, seconds = _track(seg, frames, prompt_boxes)
-        rows.append((seg.mode.name, seg, masks, rec, seconds))
+        rows.append((mode_name(seg), seg, masks, rec, seconds))
     report.agreement.append(
         _noise_floor(exact, frames, exact_masks, exact_rec, weights_are_real, noise_frames)
     )
@@ -754,7 +755,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frames of the loop runs (start-up and the final flush count too)")
     parser.add_argument("--box", action="append", type=parse_box, default=[],
                         help="x0,y0,x1,y1 object box on frame 0 (repeatable; default: central)")
-    parser.add_argument("--modes", default="nopad,size768+nopad,size512+nopad,size384+nopad,int8",
+    parser.add_argument("--modes",
+                        default="nopad,size768+nopad,size512+nopad,size384+nopad,roi+size512,int8",
                         help="fast modes for the loop and --agreement ('' for none)")
     parser.add_argument("--agreement", action="store_true",
                         help="measure each fast mode's mask IoU against exact mode")
@@ -773,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"allocator settings ({MALLOC_ENV}=system, in a child process)")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny smoke run: 256² encoder, torch fused, 1-2 objects, "
-                             "3 synthetic frames, fast mode size256+nopad")
+                             "3 synthetic frames, fast modes size256+nopad and roi+size256")
     return parser
 
 
@@ -794,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.quick:
         args.sizes, args.objects, args.frames, args.repeats = "256", "1,2", 3, 2
-        args.torch_variants, args.modes = "fused", "size256+nopad"
+        args.torch_variants, args.modes = "fused", "size256+nopad,roi+size256"
         args.agreement_frames = min(args.agreement_frames, 2)
         if args.backend == "all":
             args.backend = "torch"
@@ -864,24 +866,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_malloc and malloc == "retained" and "torch" in backends:
         compare_malloc(report, args, torch_variants, checkpoints)
 
-    modes = [FastMode.parse(m) for m in _csv(args.modes)]
+    modes = _csv(args.modes)
+    for text in modes:
+        FastMode.parse(split_roi_mode(text)[1])  # a bad mode fails here, before any timing
     # int8 runs on ONNX Runtime first: its QDQ kernels measured 0.36 s against OpenVINO's
     # 0.63 s on the same quantised graph (1024x576, 2 cores).
     graph_backend = next((b for b in ("onnxruntime", "openvino") if b in backends), None)
 
     decoder = _best_decoder(report) or default
 
-    def segmenter(model: Sam, checkpoint: str | None, mode: FastMode) -> BackendSegmenter | None:
+    def segmenter(model: Sam, checkpoint: str | None, text: str) -> Any:
+        roi, inner_text = split_roi_mode(text)
+        mode = FastMode.parse(inner_text)
         backend = default
         if mode.int8:
             if graph_backend is None:
                 return None
             backend = graph_backend
         best_variant = _best_torch_variant(report)
-        return BackendSegmenter(model, backend=backend, decoder_backend=decoder, mode=mode,
-                                threads=args.threads, checkpoint=checkpoint,
-                                torch_variant=best_variant,
-                                calibration_frames=frames[: min(8, len(frames))])
+        seg = BackendSegmenter(model, backend=backend, decoder_backend=decoder, mode=mode,
+                               threads=args.threads, checkpoint=checkpoint,
+                               torch_variant=best_variant,
+                               calibration_frames=frames[: min(8, len(frames))])
+        return RoiSegmenter(seg) if roi else seg
 
     sinks = set(_csv(args.sinks))
     io = IOConfig(save_png="png" in sinks, save_json="json" in sinks,
@@ -890,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
         loop_frames = frames[: args.frames]
         # --quick skips the exact loop: three 1024² encodes would dominate a smoke run.
         for name, (model, checkpoint) in ({} if args.quick else models).items():
-            seg = segmenter(model, checkpoint, FastMode())
+            seg = segmenter(model, checkpoint, "exact")
             assert seg is not None
             for ahead in (False, True) if args.encode_ahead else (False,):
                 bench_loop(report, seg, loop_frames, boxes, model_name=name,
@@ -900,13 +907,13 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 seg = segmenter(model, checkpoint, mode)
                 if seg is None:
-                    report.notes.append(f"{mode.name}: needs onnxruntime or openvino, skipped")
+                    report.notes.append(f"{mode}: needs onnxruntime or openvino, skipped")
                     continue
                 bench_loop(report, seg, loop_frames, boxes, model_name="repvit", io=io)
 
     if args.agreement and "repvit" in models:
         model, checkpoint = models["repvit"]
-        exact = segmenter(model, checkpoint, FastMode())
+        exact = segmenter(model, checkpoint, "exact")
         assert exact is not None
         fast = [s for s in (segmenter(model, checkpoint, m) for m in modes) if s is not None]
         bench_agreement(report, exact, fast, frames[: args.agreement_frames], boxes,
@@ -955,6 +962,11 @@ def compare_malloc(
         child = json.loads((Path(tmp) / "bench.json").read_text())
     report.encoder += [r for r in child["encoder"] if r["model"] == "repvit"]
     report.decoder += [r for r in child["decoder"] if r["backend"].startswith("torch")]
+
+
+def mode_name(segmenter: Any) -> str:
+    """A segmenter's fast mode as text (``exact``, ``size512+nopad``, ``roi+size512``)."""
+    return getattr(segmenter, "mode_name", None) or segmenter.mode.name
 
 
 def _best_decoder(report: Report) -> str | None:

@@ -47,7 +47,9 @@ class ModelConfig:
             the graph once per checkpoint and frame size (~5 s, under ~/.cache/repvit-vos).
         fast_mode: "exact", or approximations joined by "+": "nopad" (no bottom/right
             padding for non-square frames), "sizeS" (encode at long side S, e.g. size512),
-            "int8" (quantised encoder, graph backends). Measure with ``vos.bench --agreement``.
+            "int8" (quantised encoder, graph backends), "roi" (encode only a crop around the
+            tracked objects, ``vos.roi``; e.g. "roi+size512"). Measure with
+            ``vos.bench --agreement``.
     """
 
     model_type: str = "repvit"

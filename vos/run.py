@@ -163,19 +163,21 @@ def resolve_backend(backend: str, device: str) -> str:
 def build_predictor(cfg: RunConfig) -> Any:
     """The segmenter of the config: a SamPredictor, or a faster backend (model.backend)."""
     from repvit_sam import SamPredictor
+    from vos.roi import RoiSegmenter, split_roi_mode
 
     model = build_model(cfg)
     backend = resolve_backend(cfg.model.backend, cfg.model.device)
-    mode = cfg.model.fast_mode
+    roi, mode = split_roi_mode(cfg.model.fast_mode)
     if backend == "predictor" and mode == "exact":
         return SamPredictor(model)
     from repvit_sam.backends import build_segmenter
 
     try:
-        return build_segmenter(model, "torch" if backend == "predictor" else backend,
-                               mode=mode, checkpoint=cfg.model.checkpoint)
+        segmenter = build_segmenter(model, "torch" if backend == "predictor" else backend,
+                                    mode=mode, checkpoint=cfg.model.checkpoint)
     except ImportError as exc:
         raise UsageError(f"model.backend={backend}: {_one_line(exc)}") from None
+    return RoiSegmenter(segmenter) if roi else segmenter
 
 
 def _video_prompts(args: argparse.Namespace, image_hw: tuple[int, int]) -> list:
