@@ -198,4 +198,5 @@ def test_roi_fast_mode_runs_end_to_end(random_checkpoint: Path, tmp_path: Path,
     code = main([str(video), "--init-box", "10,20,30,40", "--checkpoint", str(random_checkpoint),
                  "--set", "model.fast_mode=roi+size100", "--output", str(tmp_path / "bad")])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert code == 2 and err.startswith("error: model.fast_mode=roi+size100: ")
+    assert err.count("\n") == 1

@@ -170,7 +170,12 @@ def build_predictor(cfg: RunConfig) -> Any:
     roi, mode = split_roi_mode(cfg.model.fast_mode)
     if backend == "predictor" and mode == "exact":
         return SamPredictor(model)
-    from repvit_sam.backends import build_segmenter
+    from repvit_sam.backends import FastMode, build_segmenter
+
+    try:
+        FastMode.parse(mode)
+    except ValueError as exc:
+        raise UsageError(f"model.fast_mode={cfg.model.fast_mode}: {_one_line(exc)}") from None
 
     try:
         segmenter = build_segmenter(model, "torch" if backend == "predictor" else backend,
