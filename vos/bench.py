@@ -410,7 +410,7 @@ def bench_loop(
     warm = segmenter.encode(frames[0])
     segmenter.decode(warm, boxes_xyxy=boxes)
     encoder_s = time_call(functools.partial(segmenter.encode, frames[0]), warmup=0,
-                          repeats=3).median_s
+                          repeats=5).median_s
     prompts = [Prompt(box_xyxy=b, obj_id=i + 1) for i, b in enumerate(boxes)]
     source: FrameSource = _Frames()
     predictor: Any = segmenter
@@ -432,7 +432,7 @@ def bench_loop(
     stages = summary.stage_ms_per_frame
     row = {
         "model": model_name,
-        "backend": segmenter.name.split(" ")[0],
+        "backend": getattr(segmenter, "inner", segmenter).name.split(" ")[0],
         "decoder": segmenter.decoder_backend,
         "mode": mode_name(segmenter),
         "overlap": "encode-ahead" if encode_ahead else "none",
@@ -448,6 +448,12 @@ def bench_loop(
         "fps_vs_encoder": round(summary.fps * encoder_s, 3),
     }
     report.loop.append(row)
+    if isinstance(segmenter, RoiSegmenter):
+        total = segmenter.crop_encodes + segmenter.whole_encodes
+        report.notes.append(
+            f"{row['mode']} loop: {segmenter.crop_encodes} of {total} encodes were crops (the "
+            "rest whole frames: first frame, crops above 60% of the frame, prompts outside)"
+        )
     logger.info("loop %s", row)
 
 
@@ -560,7 +566,7 @@ def bench_agreement(
         report.agreement.append(
             {
                 "mode": name,
-                "backend": seg.name.split(" ")[0],
+                "backend": getattr(seg, "inner", seg).name.split(" ")[0],
                 "frames": len(frames),
                 "iou_same_prompts": round(float(np.mean(same)), 4) if same else None,
                 "iou_same_prompts_min": round(float(np.min(same)), 4) if same else None,
