@@ -203,13 +203,7 @@ class BatchedMaskDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Block 1, with every image-side projection shared across objects (identity 1)."""
         heads = self.num_heads
-        queries = tokens
-        if layer.skip_first_layer_pe:
-            queries = layer.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + tokens
-            queries = queries + layer.self_attn(q=q, k=q, v=queries)
-        queries = layer.norm1(queries)
+        queries = layer.token_self_attention(tokens, tokens)
         shared = image + offset  # (n, C): every object's image tokens minus the rank-r part
         hidden_t = dense_w = None
         if low_rank is not None:
@@ -262,12 +256,7 @@ class BatchedMaskDecoder(nn.Module):
         pe: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A later block: per-object image tokens, projections folded onto the tokens."""
-        if layer.skip_first_layer_pe:
-            queries = layer.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + tokens
-            queries = queries + layer.self_attn(q=q, k=q, v=queries)
-        queries = layer.norm1(queries)
+        queries = layer.token_self_attention(queries, tokens)
         keys_pe = keys + pe
         attn = self._token_to_image(
             layer.cross_attn_token_to_image, queries + tokens, keys_pe, keys

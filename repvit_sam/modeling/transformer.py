@@ -73,6 +73,15 @@ class TwoWayAttentionBlock(nn.Module):
         )
         self.skip_first_layer_pe = skip_first_layer_pe
 
+    def token_self_attention(self, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
+        """The block's first step: (B, T, C) prompt tokens attend to each other, normalised."""
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q=q, k=q, v=queries)
+        return self.norm1(queries)
+
     def forward(
         self,
         queries: torch.Tensor,
@@ -80,12 +89,7 @@ class TwoWayAttentionBlock(nn.Module):
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.skip_first_layer_pe:
-            queries = self.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + query_pe
-            queries = queries + self.self_attn(q=q, k=q, v=queries)
-        queries = self.norm1(queries)
+        queries = self.token_self_attention(queries, query_pe)
 
         q = queries + query_pe
         k = keys + key_pe

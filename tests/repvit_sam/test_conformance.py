@@ -188,24 +188,6 @@ def test_case_matches_golden(
     assert not failures, f"{case}: {failures}"
 
 
-def test_encode_decode_pair_matches_golden(
-    variant_predictor: tuple[str, SamPredictor], prompts: dict, golden: dict, image: np.ndarray
-) -> None:
-    """The video API (stateless encode + batched decode) gives the golden batched boxes."""
-    variant, predictor = variant_predictor
-    with kernels_for(variant):
-        embedding = predictor.encode(image)
-    boxes = np.array(prompts["img0/batched_boxes"]["boxes"])
-    pred = predictor.decode(embedding, boxes_xyxy=boxes, multimask_output=False)
-    outputs = {
-        "masks": pred.masks.numpy(),
-        "iou": pred.iou_scores.numpy(),
-        "low_res": pred.low_res_logits.numpy(),
-    }
-    failures = case_failures(case_errors(outputs, golden, "batched_boxes", image.shape[1]))
-    assert not failures, failures
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_video_decode_matches_golden(
     variant_predictor: tuple[str, SamPredictor],
