@@ -966,7 +966,11 @@ def compare_malloc(
             report.notes.append(f"--compare-malloc: child run failed ({done.stderr.strip()[-200:]})")
             return
         child = json.loads((Path(tmp) / "bench.json").read_text())
-    report.encoder += [r for r in child["encoder"] if r["model"] == "repvit"]
+    for row in child["encoder"]:
+        if row["model"] == "repvit":
+            # Against this run's GEMM bound, like every other row of the report.
+            row["gemm_fraction"] = round(row["gflop_per_s"] / report.gemm_gflops, 3)
+            report.encoder.append(row)
     report.decoder += [r for r in child["decoder"] if r["backend"].startswith("torch")]
 
 
