@@ -6,6 +6,7 @@ The dataclasses below are the contract between the model package and the tracker
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import cast
 
@@ -18,6 +19,7 @@ from repvit_sam.modeling.sam import Sam
 from repvit_sam.utils.transforms import ResizeLongestSide
 
 DECODERS = ("batched", "reference")
+_PE_CACHE_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ class SamPredictor:
         self.transform = ResizeLongestSide(sam_model.img_size)
         self.decoder = decoder
         self.batched_decoder = BatchedMaskDecoder(sam_model.prompt_encoder, sam_model.mask_decoder)
-        self._dense_pe: dict[tuple, torch.Tensor] = {}
+        self._dense_pe: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.reset_image()
 
     @property
@@ -527,12 +529,17 @@ class SamPredictor:
     def _image_pe(self, grid_hw: tuple[int, int], full_hw: tuple[int, ...]) -> torch.Tensor:
         """The prompt encoder's dense positional encoding, computed once per grid."""
         key = (grid_hw, tuple(full_hw), self.device)
-        if key not in self._dense_pe:
-            pe = self.model.prompt_encoder
-            canonical = tuple(pe.image_embedding_size)
-            self._dense_pe[key] = (
-                pe.get_dense_pe()
-                if grid_hw == tuple(full_hw) == canonical
-                else pe.get_dense_pe(grid_hw, (full_hw[0], full_hw[1]))
-            )
-        return self._dense_pe[key]
+        if key in self._dense_pe:
+            self._dense_pe.move_to_end(key)
+            return self._dense_pe[key]
+        pe = self.model.prompt_encoder
+        canonical = tuple(pe.image_embedding_size)
+        encoding = (
+            pe.get_dense_pe()
+            if grid_hw == tuple(full_hw) == canonical
+            else pe.get_dense_pe(grid_hw, (full_hw[0], full_hw[1]))
+        )
+        self._dense_pe[key] = encoding
+        if len(self._dense_pe) > _PE_CACHE_SIZE:  # a few grids per video; bound the rest
+            self._dense_pe.popitem(last=False)
+        return encoding

@@ -64,17 +64,22 @@ def crop_around(
     min_side: int = 64,
     max_area_fraction: float = 0.6,
 ) -> tuple[int, int, int, int]:
-    """The crop that holds every box with a margin, or the whole frame when that is cheaper.
+    """The square crop that holds every box with a margin, or the whole frame.
+
+    Crops are square so that the encoder always sees one input shape (S x S): the graph
+    backends compile one graph per shape (~5 s each), and a crop that followed the objects'
+    aspect ratio would need a new one on almost every frame.
 
     Args:
         boxes_xyxy: (N, 4) float XYXY in frame pixels (N >= 0).
         frame_hw: (H, W) of the frame.
         margin: added on each side, as a fraction of the union box's width/height.
         min_side: the crop is at least this many pixels wide and high (when the frame is).
-        max_area_fraction: a crop larger than this fraction of the frame becomes the frame.
+        max_area_fraction: a crop larger than this fraction of the frame, or one that does
+            not fit in it as a square, becomes the frame.
 
     Returns:
-        (x0, y0, x1, y1) integers, 0 <= x0 < x1 <= W, 0 <= y0 < y1 <= H.
+        (x0, y0, x1, y1) integers with x1 - x0 == y1 - y0 (or the whole frame), inside it.
     """
     h, w = frame_hw
     whole = (0, 0, w, h)
@@ -83,15 +88,13 @@ def crop_around(
     boxes = np.asarray(boxes_xyxy, np.float64)
     x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
     x1, y1 = boxes[:, 2].max(), boxes[:, 3].max()
-    pad_x = max(margin * (x1 - x0), min_side / 2 - (x1 - x0) / 2, 0.0)
-    pad_y = max(margin * (y1 - y0), min_side / 2 - (y1 - y0) / 2, 0.0)
-    cx0 = int(np.clip(np.floor(x0 - pad_x), 0, w - 1))
-    cy0 = int(np.clip(np.floor(y0 - pad_y), 0, h - 1))
-    cx1 = int(np.clip(np.ceil(x1 + pad_x), cx0 + 1, w))
-    cy1 = int(np.clip(np.ceil(y1 + pad_y), cy0 + 1, h))
-    if (cx1 - cx0) * (cy1 - cy0) > max_area_fraction * h * w:
+    side = int(np.ceil(max((1 + 2 * margin) * max(x1 - x0, y1 - y0), min_side)))
+    if side > min(h, w) or side * side > max_area_fraction * h * w:
         return whole
-    return cx0, cy0, cx1, cy1
+    # Centred on the boxes, then shifted (not cut) to lie inside the frame.
+    cx0 = int(np.clip(np.floor((x0 + x1 - side) / 2), 0, w - side))
+    cy0 = int(np.clip(np.floor((y0 + y1 - side) / 2), 0, h - side))
+    return cx0, cy0, cx0 + side, cy0 + side
 
 
 def _low_res_grid(

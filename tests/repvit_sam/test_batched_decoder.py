@@ -111,3 +111,12 @@ def test_predictor_decoders_agree(sam: Sam) -> None:
     assert _rel(mask_only[0].low_res_logits, mask_only[1].low_res_logits) < TOL
     with pytest.raises(ValueError, match="decoder: expected one of"):
         SamPredictor(sam, decoder="fast")
+
+
+def test_positional_encoding_cache_is_bounded(sam: Sam) -> None:
+    """ROI crops and fast modes bring many grids; the cached encodings must not pile up."""
+    predictor = SamPredictor(sam)
+    for rows in range(20, 64, 4):
+        pe = predictor._image_pe((rows, 64), (64, 64))
+        torch.testing.assert_close(pe, sam.prompt_encoder.get_dense_pe((rows, 64), (64, 64)))
+    assert len(predictor._dense_pe) <= 8

@@ -73,13 +73,16 @@ def _frame(t: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_crop_around_boxes() -> None:
     boxes = np.array([[100, 100, 140, 120], [150, 110, 160, 130]], np.float32)
-    # Union (100, 100, 160, 130) + half its size; 30 px high is raised to 64 (min_side).
-    assert crop_around(boxes, FRAME_HW, margin=0.5) == (70, 83, 190, 147)
+    # Union (100, 100, 160, 130): its long side 60 plus half on each side, as a square
+    # centred on it (one encoder input shape for every crop).
+    assert crop_around(boxes, FRAME_HW, margin=0.5) == (70, 55, 190, 175)
     assert crop_around(np.zeros((0, 4)), FRAME_HW) == (0, 0, 320, 240)
-    # Too big a share of the frame: encode it whole.
+    # Too big a share of the frame, or no square fits: encode it whole.
     assert crop_around(np.array([[10, 10, 300, 200]]), FRAME_HW) == (0, 0, 320, 240)
-    # A tiny box still gets min_side pixels; crops never leave the frame.
-    assert crop_around(np.array([[0, 0, 4, 4]]), FRAME_HW, min_side=64) == (0, 0, 34, 34)
+    assert crop_around(np.array([[10, 100, 200, 110]]), FRAME_HW, margin=0.2) == (0, 0, 320, 240)
+    # A tiny box still gets min_side pixels; crops are shifted inside the frame.
+    assert crop_around(np.array([[0, 0, 4, 4]]), FRAME_HW, min_side=64) == (0, 0, 64, 64)
+    assert crop_around(np.array([[310, 230, 318, 238]]), FRAME_HW) == (256, 176, 320, 240)
 
 
 def test_resample_logits_follows_frame_geometry() -> None:
@@ -119,7 +122,7 @@ def test_tracker_follows_object_through_crops() -> None:
     # After the first frame every encode is a crop much smaller than the frame.
     assert roi.crop_encodes >= 13 and roi.whole_encodes <= 2
     crops = inner.encoded_hw[2:]
-    assert all(h * w < 0.3 * FRAME_HW[0] * FRAME_HW[1] for h, w in crops)
+    assert all(h == w and h * w < 0.3 * FRAME_HW[0] * FRAME_HW[1] for h, w in crops)
     # The previous frame's logits reached the inner segmenter in its crop's frame: they cover
     # the object there, one frame's motion (6, 3 px) apart (IoU 0.56 for a perfect shift).
     assert len(inner.logit_iou) >= 13
