@@ -71,6 +71,85 @@ def _as_float_tensor(value: np.ndarray | torch.Tensor, device: torch.device) -> 
     return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
 
 
+@dataclass(frozen=True)
+class DecodePrompts:
+    """Prompts for ``decode`` after their shape checks, still in original-image pixels.
+
+    Attributes:
+        points_xy: (N, P, 2) float32 XY, or None.
+        point_labels: (N, P) int64, or None (always given with ``points_xy``).
+        boxes_xyxy: (N, 4) float32 XYXY, or None.
+        mask_logits: (N, 1, h, w) float32 low-res logits, or None.
+        num_objects: N, the same for every prompt given (>= 1).
+    """
+
+    points_xy: torch.Tensor | None
+    point_labels: torch.Tensor | None
+    boxes_xyxy: torch.Tensor | None
+    mask_logits: torch.Tensor | None
+    num_objects: int
+
+
+def check_decode_prompts(
+    boxes_xyxy: np.ndarray | torch.Tensor | None,
+    points_xy: np.ndarray | torch.Tensor | None,
+    point_labels: np.ndarray | torch.Tensor | None,
+    mask_logits: np.ndarray | torch.Tensor | None,
+    *,
+    mask_hw: tuple[int, int] = (256, 256),
+    device: torch.device | str = "cpu",
+) -> DecodePrompts:
+    """The shape contract of ``decode``, shared by every segmenter that implements it.
+
+    Raises:
+        ValueError: labels without points (or the reverse), a mis-shaped prompt, prompts that
+            disagree on N, no prompt at all, or N = 0.
+    """
+    if point_labels is not None and points_xy is None:
+        raise ValueError("point_labels given without points_xy")
+    device = torch.device(device)
+    counts = {}
+    coords = labels = boxes = masks_in = None
+    if points_xy is not None:
+        if point_labels is None:
+            raise ValueError("point_labels must be supplied with points_xy")
+        coords = _as_float_tensor(points_xy, device)
+        labels = torch.as_tensor(
+            np.asarray(point_labels)
+            if not isinstance(point_labels, torch.Tensor)
+            else point_labels,
+            device=device,
+        ).to(torch.int64)
+        if coords.ndim != 3 or coords.shape[-1] != 2 or labels.shape != coords.shape[:2]:
+            raise ValueError(
+                f"points_xy/point_labels: expected (N, P, 2) and (N, P), got "
+                f"{tuple(coords.shape)} and {tuple(labels.shape)}"
+            )
+        counts["points_xy"] = coords.shape[0]
+    if boxes_xyxy is not None:
+        boxes = _as_float_tensor(boxes_xyxy, device)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"boxes_xyxy: expected (N, 4), got {tuple(boxes.shape)}")
+        counts["boxes_xyxy"] = boxes.shape[0]
+    if mask_logits is not None:
+        masks_in = _as_float_tensor(mask_logits, device)
+        expected = (1, *mask_hw)
+        if masks_in.ndim != 4 or tuple(masks_in.shape[1:]) != expected:
+            raise ValueError(
+                f"mask_logits: expected (N, {', '.join(map(str, expected))}), "
+                f"got {tuple(masks_in.shape)}"
+            )
+        counts["mask_logits"] = masks_in.shape[0]
+    if not counts:
+        raise ValueError("decode needs at least one of boxes_xyxy, points_xy, mask_logits")
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"prompts disagree on the number of objects N: {counts}")
+    num_objects = next(iter(counts.values()))
+    if num_objects == 0:
+        raise ValueError("decode: no objects (N = 0); skip the call when nothing is tracked")
+    return DecodePrompts(coords, labels, boxes, masks_in, num_objects)
+
+
 def _check_image(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray):
         raise ValueError(
@@ -358,47 +437,15 @@ class SamPredictor:
                 f"embedding: expected the ImageEmbedding returned by encode(), got "
                 f"{type(embedding).__name__}"
             )
-        if point_labels is not None and points_xy is None:
-            raise ValueError("point_labels given without points_xy")
-        counts = {}
-        device = self.device
-        coords = labels = boxes = masks_in = None
-        if points_xy is not None:
-            if point_labels is None:
-                raise ValueError("point_labels must be supplied with points_xy")
-            coords = _as_float_tensor(points_xy, device)
-            labels = torch.as_tensor(
-                np.asarray(point_labels)
-                if not isinstance(point_labels, torch.Tensor)
-                else point_labels,
-                device=device,
-            ).to(torch.int64)
-            if coords.ndim != 3 or coords.shape[-1] != 2 or labels.shape != coords.shape[:2]:
-                raise ValueError(
-                    f"points_xy/point_labels: expected (N, P, 2) and (N, P), got "
-                    f"{tuple(coords.shape)} and {tuple(labels.shape)}"
-                )
+        prompts = check_decode_prompts(
+            boxes_xyxy, points_xy, point_labels, mask_logits, device=self.device
+        )
+        coords, labels, boxes = prompts.points_xy, prompts.point_labels, prompts.boxes_xyxy
+        masks_in = prompts.mask_logits
+        if coords is not None:
             coords = self.transform.apply_coords_torch(coords, embedding.orig_hw)
-            counts["points_xy"] = coords.shape[0]
-        if boxes_xyxy is not None:
-            boxes = _as_float_tensor(boxes_xyxy, device)
-            if boxes.ndim != 2 or boxes.shape[1] != 4:
-                raise ValueError(f"boxes_xyxy: expected (N, 4), got {tuple(boxes.shape)}")
+        if boxes is not None:
             boxes = self.transform.apply_boxes_torch(boxes, embedding.orig_hw)
-            counts["boxes_xyxy"] = boxes.shape[0]
-        if mask_logits is not None:
-            masks_in = _as_float_tensor(mask_logits, device)
-            if masks_in.ndim != 4 or tuple(masks_in.shape[1:]) != (1, 256, 256):
-                raise ValueError(
-                    f"mask_logits: expected (N, 1, 256, 256), got {tuple(masks_in.shape)}"
-                )
-            counts["mask_logits"] = masks_in.shape[0]
-        if not counts:
-            raise ValueError("decode needs at least one of boxes_xyxy, points_xy, mask_logits")
-        if len(set(counts.values())) != 1:
-            raise ValueError(f"prompts disagree on the number of objects N: {counts}")
-        if next(iter(counts.values())) == 0:
-            raise ValueError("decode: no objects (N = 0); skip the call when nothing is tracked")
         low_res, iou = self._decode(
             embedding.features,
             coords,

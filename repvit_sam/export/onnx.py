@@ -43,7 +43,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from repvit_sam.modeling.sam import Sam
-from repvit_sam.predictor import ImageEmbedding, MaskPrediction
+from repvit_sam.predictor import (
+    DecodePrompts,
+    ImageEmbedding,
+    MaskPrediction,
+    check_decode_prompts,
+)
 from repvit_sam.utils.transforms import ResizeLongestSide
 
 logger = logging.getLogger(__name__)
@@ -557,52 +562,31 @@ class OnnxSegmenter:
         )
 
     def _prompt_points(
-        self,
-        orig_hw: tuple[int, int],
-        boxes_xyxy: np.ndarray | torch.Tensor | None,
-        points_xy: np.ndarray | torch.Tensor | None,
-        point_labels: np.ndarray | torch.Tensor | None,
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-        """(N, P, 2) coords in the model frame, (N, P) labels, and N per prompt kind."""
-        counts: dict[str, int] = {}
+        self, orig_hw: tuple[int, int], prompts: DecodePrompts
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Checked prompts as SAM's ONNX graph takes them: (N, P, 2) model-frame coords, (N, P)
+        float labels, boxes as label-2/3 corners; (N, 0) arrays for mask-only prompts."""
+        n = prompts.num_objects
         coord_parts: list[torch.Tensor] = []
         label_parts: list[torch.Tensor] = []
-        if points_xy is not None:
-            if point_labels is None:
-                raise ValueError("point_labels must be supplied with points_xy")
-            coords = torch.as_tensor(_as_numpy(points_xy, np.float32))
-            labels = torch.as_tensor(_as_numpy(point_labels, np.float32))
-            if coords.ndim != 3 or coords.shape[-1] != 2 or labels.shape != coords.shape[:2]:
-                raise ValueError(
-                    f"points_xy/point_labels: expected (N, P, 2) and (N, P), got "
-                    f"{tuple(coords.shape)} and {tuple(labels.shape)}"
-                )
-            coord_parts.append(self.transform.apply_coords_torch(coords, orig_hw))
-            label_parts.append(labels)
-            counts["points_xy"] = coords.shape[0]
-        elif point_labels is not None:
-            raise ValueError("point_labels given without points_xy")
-        if boxes_xyxy is not None:
-            boxes = torch.as_tensor(_as_numpy(boxes_xyxy, np.float32))
-            if boxes.ndim != 2 or boxes.shape[1] != 4:
-                raise ValueError(f"boxes_xyxy: expected (N, 4), got {tuple(boxes.shape)}")
-            corners = self.transform.apply_boxes_torch(boxes, orig_hw).reshape(-1, 2, 2)
-            coord_parts.append(corners)
-            label_parts.append(torch.tensor([[2.0, 3.0]]).expand(len(corners), 2))
-            counts["boxes_xyxy"] = boxes.shape[0]
-        elif points_xy is not None:
+        if prompts.points_xy is not None and prompts.point_labels is not None:
+            coord_parts.append(self.transform.apply_coords_torch(prompts.points_xy, orig_hw))
+            label_parts.append(prompts.point_labels.float())
+        if prompts.boxes_xyxy is not None:
+            corners = self.transform.apply_boxes_torch(prompts.boxes_xyxy, orig_hw)
+            coord_parts.append(corners.reshape(-1, 2, 2))
+            label_parts.append(torch.tensor([[2.0, 3.0]]).expand(n, 2))
+        elif coord_parts:
             # PromptEncoder pads point-only prompts with a "not a point" token; SAM's ONNX
             # graph leaves that to the caller.
-            n = coord_parts[0].shape[0]
             coord_parts.append(torch.zeros(n, 1, 2))
             label_parts.append(torch.full((n, 1), -1.0))
-        if len(set(counts.values())) > 1:
-            raise ValueError(f"prompts disagree on the number of objects N: {counts}")
         if not coord_parts:
-            return np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), np.float32), counts
-        coords_all = torch.cat(coord_parts, dim=1).numpy().astype(np.float32, copy=False)
-        labels_all = torch.cat(label_parts, dim=1).numpy().astype(np.float32, copy=False)
-        return coords_all, labels_all, counts
+            # Mask-only prompts: no sparse tokens at all, as PromptEncoder gives for masks alone.
+            return np.zeros((n, 0, 2), np.float32), np.zeros((n, 0), np.float32)
+        coords = torch.cat(coord_parts, dim=1).numpy().astype(np.float32, copy=False)
+        labels = torch.cat(label_parts, dim=1).numpy().astype(np.float32, copy=False)
+        return coords, labels
 
     def decode(
         self,
@@ -638,35 +622,18 @@ class OnnxSegmenter:
                 f"embedding: expected the ImageEmbedding returned by encode(), got "
                 f"{type(embedding).__name__}"
             )
-        coords, labels, counts = self._prompt_points(
-            embedding.orig_hw, boxes_xyxy, points_xy, point_labels
+        low_res_hw = (self.img_size // 4, self.img_size // 4)
+        prompts = check_decode_prompts(
+            boxes_xyxy, points_xy, point_labels, mask_logits, mask_hw=low_res_hw
         )
-        mask_size = (1, self.img_size // 4, self.img_size // 4)
-        mask_input = None
-        if mask_logits is not None:
-            mask_input = _as_numpy(mask_logits, np.float32)
-            if mask_input.ndim != 4 or mask_input.shape[1:] != mask_size:
-                raise ValueError(
-                    f"mask_logits: expected (N, {', '.join(map(str, mask_size))}), "
-                    f"got {tuple(mask_input.shape)}"
-                )
-            counts["mask_logits"] = mask_input.shape[0]
-        if not counts:
-            raise ValueError("decode needs at least one of boxes_xyxy, points_xy, mask_logits")
-        if len(set(counts.values())) != 1:
-            raise ValueError(f"prompts disagree on the number of objects N: {counts}")
-        num_objects = next(iter(counts.values()))
-        if num_objects == 0:
-            raise ValueError("decode: no objects (N = 0); skip the call when nothing is tracked")
+        coords, labels = self._prompt_points(embedding.orig_hw, prompts)
         # One flag for all N objects: the mask prompt is all or nothing, as in SamPredictor.
         has_mask = np.ones(1, np.float32)
-        if mask_input is None:
-            mask_input = np.zeros((num_objects, *mask_size), np.float32)
+        if prompts.mask_logits is None:
+            mask_input = np.zeros((prompts.num_objects, 1, *low_res_hw), np.float32)
             has_mask = np.zeros(1, np.float32)
-        if coords.shape[0] != num_objects:
-            # Mask-only prompts: no sparse tokens at all, as PromptEncoder gives for masks alone.
-            coords = np.zeros((num_objects, 0, 2), np.float32)
-            labels = np.zeros((num_objects, 0), np.float32)
+        else:
+            mask_input = prompts.mask_logits.numpy()
         feeds = {
             "image_embeddings": _as_numpy(embedding.features, np.float32),
             "point_coords": coords,
