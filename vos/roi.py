@@ -261,8 +261,7 @@ class RoiSegmenter:
         crop_geometry = (crop_hw, (x0, y0))
         logits = None
         if mask_logits is not None:
-            logits = torch.as_tensor(np.asarray(mask_logits) if not isinstance(
-                mask_logits, torch.Tensor) else mask_logits).float()
+            logits = torch.as_tensor(mask_logits).float()
             if not embedding.is_whole_frame:
                 logits = resample_logits(logits, frame_geometry, crop_geometry)
         pred = self.inner.decode(

@@ -184,7 +184,9 @@ class BatchedMaskDecoder(nn.Module):
         *body, last = list(pe.mask_downscaling)
         if not isinstance(last, nn.Conv2d) or last.kernel_size != (1, 1):
             raise TypeError("the mask-downscaling path must end with a 1x1 convolution")
-        hidden = nn.Sequential(*body)(mask_logits)
+        hidden = mask_logits
+        for layer in body:
+            hidden = layer(hidden)
         low_rank = hidden.flatten(2).transpose(1, 2)
         weight = last.weight.reshape(last.out_channels, last.in_channels)
         offset = last.bias if last.bias is not None else torch.zeros_like(weight[:, 0])
