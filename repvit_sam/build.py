@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import logging
 import os
@@ -47,6 +49,32 @@ def sha256_of(path: PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: fh.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_sha256(path: PathLike) -> str:
+    """:func:`sha256_of`, remembered per (path, size, mtime): a file is hashed once a process.
+
+    The checkpoint check, the graph cache key and the run record all ask for it.
+    """
+    stat = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_of(path)
+
+
+def fused_copy(module: nn.Module) -> nn.Module:
+    """A BN/branch-fused eval copy of a module with ``fuse()`` (others: a plain eval copy).
+
+    The original is left as it is, so one model can serve exact and fused runners at once.
+    """
+    module = copy.deepcopy(module).eval()
+    fuse_fn = getattr(module, "fuse", None)
+    if callable(fuse_fn):
+        fuse_fn()
+    return module
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -117,7 +145,7 @@ def load_checkpoint(
     if not file.is_file():
         raise CheckpointError(f"checkpoint {file}: file not found")
     if expected_sha256 is not None:
-        actual = sha256_of(file)
+        actual = file_sha256(file)
         if actual.lower() != expected_sha256.lower():
             raise CheckpointError(
                 f"checkpoint {file}: SHA-256 mismatch (expected {expected_sha256}, got {actual})"

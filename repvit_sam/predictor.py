@@ -1,13 +1,13 @@
 """SAM-compatible predictor plus a stateless, batched encode/decode pair for video.
 
-The dataclasses below are the contract between the model package and the tracker in
-``vos/``: the tracker only ever calls ``encode`` and ``decode`` and reads these fields.
+``encode``/``decode`` follow the segmenter contract of :mod:`repvit_sam.segmenter` (whose
+``ImageEmbedding``, ``MaskPrediction`` and ``DecodePrompts`` are re-exported here): the
+tracker in ``vos/`` only ever calls those two and reads these fields.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -16,138 +16,19 @@ from torch.nn import functional as F
 
 from repvit_sam.modeling.batched_decoder import BatchedMaskDecoder
 from repvit_sam.modeling.sam import Sam
+from repvit_sam.segmenter import DecodePrompts, ImageEmbedding, MaskPrediction, SegmenterBase
 from repvit_sam.utils.transforms import ResizeLongestSide
+
+__all__ = ["DecodePrompts", "ImageEmbedding", "MaskPrediction", "SamPredictor"]
 
 DECODERS = ("batched", "reference")
 _PE_CACHE_SIZE = 8
-
-
-@dataclass(frozen=True)
-class ImageEmbedding:
-    """One encoded image.
-
-    Attributes:
-        features: (1, 256, 64, 64) float32 image embedding on the model's device; an
-            approximate fast mode (``repvit_sam.backends.FastMode``) may give (1, 256, h, w),
-            the top-left part of a ``full_grid_hw`` grid.
-        orig_hw: (H, W) of the original image in pixels.
-        input_hw: (h, w) of the image after ResizeLongestSide(1024), before padding. Always in
-            the 1024 frame, whatever size the encoder actually saw.
-        full_grid_hw: (H, W) of the embedding grid that spans the whole padded 1024 frame, when
-            ``features`` covers only its top-left (h, w) part: (64, 64) for a frame encoded
-            without its bottom/right padding (``BackendSegmenter``'s ``nopad`` modes). None
-            (exact mode): ``features`` is the whole grid. ``decode`` also accepts a coarser
-            full grid, e.g. (32, 32) for a 512 input, but the decoder agrees far better with
-            exact mode when such features are first resampled to 64x64
-            (``repvit_sam.backends.resample_to_grid``).
-    """
-
-    features: torch.Tensor
-    orig_hw: tuple[int, int]
-    input_hw: tuple[int, int]
-    full_grid_hw: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class MaskPrediction:
-    """Masks for N prompt sets decoded against one image embedding.
-
-    Attributes:
-        masks: (N, C, H, W) bool, at the original image size (H, W) = ``orig_hw``.
-        iou_scores: (N, C) float32 predicted IoU of each candidate.
-        low_res_logits: (N, C, 256, 256) float32 logits in the padded 1024 frame at 1/4 scale.
-
-    C is 3 with ``multimask_output=True`` and 1 otherwise.
-    """
-
-    masks: torch.Tensor
-    iou_scores: torch.Tensor
-    low_res_logits: torch.Tensor
 
 
 def _as_float_tensor(value: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.to(device=device, dtype=torch.float32)
     return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
-
-
-@dataclass(frozen=True)
-class DecodePrompts:
-    """Prompts for ``decode`` after their shape checks, still in original-image pixels.
-
-    Attributes:
-        points_xy: (N, P, 2) float32 XY, or None.
-        point_labels: (N, P) int64, or None (always given with ``points_xy``).
-        boxes_xyxy: (N, 4) float32 XYXY, or None.
-        mask_logits: (N, 1, h, w) float32 low-res logits, or None.
-        num_objects: N, the same for every prompt given (>= 1).
-    """
-
-    points_xy: torch.Tensor | None
-    point_labels: torch.Tensor | None
-    boxes_xyxy: torch.Tensor | None
-    mask_logits: torch.Tensor | None
-    num_objects: int
-
-
-def check_decode_prompts(
-    boxes_xyxy: np.ndarray | torch.Tensor | None,
-    points_xy: np.ndarray | torch.Tensor | None,
-    point_labels: np.ndarray | torch.Tensor | None,
-    mask_logits: np.ndarray | torch.Tensor | None,
-    *,
-    mask_hw: tuple[int, int] = (256, 256),
-    device: torch.device | str = "cpu",
-) -> DecodePrompts:
-    """The shape contract of ``decode``, shared by every segmenter that implements it.
-
-    Raises:
-        ValueError: labels without points (or the reverse), a mis-shaped prompt, prompts that
-            disagree on N, no prompt at all, or N = 0.
-    """
-    if point_labels is not None and points_xy is None:
-        raise ValueError("point_labels given without points_xy")
-    device = torch.device(device)
-    counts = {}
-    coords = labels = boxes = masks_in = None
-    if points_xy is not None:
-        if point_labels is None:
-            raise ValueError("point_labels must be supplied with points_xy")
-        coords = _as_float_tensor(points_xy, device)
-        labels = torch.as_tensor(
-            np.asarray(point_labels)
-            if not isinstance(point_labels, torch.Tensor)
-            else point_labels,
-            device=device,
-        ).to(torch.int64)
-        if coords.ndim != 3 or coords.shape[-1] != 2 or labels.shape != coords.shape[:2]:
-            raise ValueError(
-                f"points_xy/point_labels: expected (N, P, 2) and (N, P), got "
-                f"{tuple(coords.shape)} and {tuple(labels.shape)}"
-            )
-        counts["points_xy"] = coords.shape[0]
-    if boxes_xyxy is not None:
-        boxes = _as_float_tensor(boxes_xyxy, device)
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"boxes_xyxy: expected (N, 4), got {tuple(boxes.shape)}")
-        counts["boxes_xyxy"] = boxes.shape[0]
-    if mask_logits is not None:
-        masks_in = _as_float_tensor(mask_logits, device)
-        expected = (1, *mask_hw)
-        if masks_in.ndim != 4 or tuple(masks_in.shape[1:]) != expected:
-            raise ValueError(
-                f"mask_logits: expected (N, {', '.join(map(str, expected))}), "
-                f"got {tuple(masks_in.shape)}"
-            )
-        counts["mask_logits"] = masks_in.shape[0]
-    if not counts:
-        raise ValueError("decode needs at least one of boxes_xyxy, points_xy, mask_logits")
-    if len(set(counts.values())) != 1:
-        raise ValueError(f"prompts disagree on the number of objects N: {counts}")
-    num_objects = next(iter(counts.values()))
-    if num_objects == 0:
-        raise ValueError("decode: no objects (N = 0); skip the call when nothing is tracked")
-    return DecodePrompts(coords, labels, boxes, masks_in, num_objects)
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -188,7 +69,7 @@ def _to_full_grid(
     return low_res
 
 
-class SamPredictor:
+class SamPredictor(SegmenterBase):
     """SAM's predictor API over any ``Sam`` model, plus a stateless batched pair for video.
 
     The SAM-compatible half (``set_image`` then ``predict``) keeps one image's embedding; the
@@ -215,6 +96,7 @@ class SamPredictor:
         if decoder not in DECODERS:
             raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
         self.model = sam_model
+        self.mask_threshold = sam_model.mask_threshold
         self.transform = ResizeLongestSide(sam_model.img_size)
         self.decoder = decoder
         self.batched_decoder = BatchedMaskDecoder(sam_model.prompt_encoder, sam_model.mask_decoder)
@@ -409,25 +291,16 @@ class SamPredictor:
         )
 
     @torch.inference_mode()
-    def decode(
-        self,
-        embedding: ImageEmbedding,
-        *,
-        boxes_xyxy: np.ndarray | torch.Tensor | None = None,
-        points_xy: np.ndarray | torch.Tensor | None = None,
-        point_labels: np.ndarray | torch.Tensor | None = None,
-        mask_logits: np.ndarray | torch.Tensor | None = None,
-        multimask_output: bool = False,
-    ) -> MaskPrediction:
+    def decode_prompts(self, embedding: ImageEmbedding, prompts: DecodePrompts) -> MaskPrediction:
         """Decode N objects' prompts against one embedding in a single batched call.
+
+        Called by ``decode`` (``decode(embedding, prompts)`` or SAM-style keywords, see
+        :meth:`repvit_sam.segmenter.SegmenterBase.decode`).
 
         Args:
             embedding: from :meth:`encode`.
-            boxes_xyxy: (N, 4) XYXY in original-image pixels.
-            points_xy: (N, P, 2) XY in original-image pixels.
-            point_labels: (N, P) 1 positive, 0 negative, -1 padding.
-            mask_logits: (N, 1, 256, 256) low-res logits (e.g. the previous frame's).
-            multimask_output: 3 candidates per object instead of 1.
+            prompts: boxes (N, 4) and points (N, P, 2) in original-image pixels, labels
+                (N, P), mask logits (N, 1, 256, 256), multimask flag.
 
         Returns:
             Masks at the original size, predicted IoU and low-res logits for the N objects.
@@ -437,11 +310,8 @@ class SamPredictor:
                 f"embedding: expected the ImageEmbedding returned by encode(), got "
                 f"{type(embedding).__name__}"
             )
-        prompts = check_decode_prompts(
-            boxes_xyxy, points_xy, point_labels, mask_logits, device=self.device
-        )
+        prompts = prompts.to(self.device)
         coords, labels, boxes = prompts.points_xy, prompts.point_labels, prompts.boxes_xyxy
-        masks_in = prompts.mask_logits
         if coords is not None:
             coords = self.transform.apply_coords_torch(coords, embedding.orig_hw)
         if boxes is not None:
@@ -451,8 +321,8 @@ class SamPredictor:
             coords,
             labels,
             boxes,
-            masks_in,
-            multimask_output,
+            prompts.mask_logits,
+            prompts.multimask_output,
             full_grid_hw=embedding.full_grid_hw,
         )
         logits = self._postprocess_masks(low_res, embedding.input_hw, embedding.orig_hw)

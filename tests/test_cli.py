@@ -169,7 +169,7 @@ def test_binary_black_and_white_init_mask_is_one_object(tmp_path: Path) -> None:
 
 def test_default_backend_is_the_fastest_installed_on_cpu(random_checkpoint: Path) -> None:
     """model.backend=auto: OpenVINO > ONNX Runtime > channels-last torch on a CPU device."""
-    from repvit_sam.backends import BackendSegmenter, default_backend
+    from repvit_sam.runtime import BackendSegmenter, default_backend
     from vos.config import ModelConfig, RunConfig
     from vos.run import build_predictor, resolve_backend
 

@@ -12,9 +12,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import subprocess
-import tempfile
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -24,9 +24,53 @@ from typing import Any, TypeVar
 
 import yaml
 
+from repvit_sam.runtime.fast_mode import EXACT, FastMode
+from vos.io.atomic import write_text_atomic
+
 
 class ConfigError(ValueError):
     """A config file or override does not fit the config schema."""
+
+
+def _range(
+    default: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A dataclass field whose value :func:`_check_ranges` keeps within bounds or choices."""
+    return field(default=default, metadata={"min": minimum, "max": maximum, "choices": choices})
+
+
+def _check_ranges(cfg: Any, section: str) -> None:
+    """Raise ConfigError naming ``section.key`` for the first value out of its range."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        meta = f.metadata
+        where = f"{section}.{f.name}={value!r}" if section else f"{f.name}={value!r}"
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            raise ConfigError(f"{where}: expected one of {', '.join(meta['choices'])}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        low, high = meta.get("min"), meta.get("max")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            kind = "an integer" if isinstance(value, int) else "a number"
+            if low is not None and high is not None:
+                raise ConfigError(f"{where}: expected {kind} from {low:g} to {high:g}")
+            bound = f">= {low:g}" if low is not None else f"<= {high:g}"
+            raise ConfigError(f"{where}: expected {kind} {bound}")
+
+
+BACKEND_CHOICES = ("auto", "predictor", "torch", "onnxruntime", "openvino")
+PROMPT_KINDS = ("box", "points", "box+points", "mask")
+CANDIDATE_SELECTIONS = ("iou", "iou+agreement")
+OVERLAP_RULES = ("higher_score_wins", "lower_id_wins", "none")
+# Points per object the decoder is given at most (interior + negatives): SAM was trained with
+# a handful; thousands would only cost memory (issue #13: 400,000 points asked for 5 TB).
+MAX_POINTS = 64
 
 
 @dataclass(frozen=True)
@@ -36,10 +80,12 @@ class ModelConfig:
     Attributes:
         model_type: key of ``repvit_sam.sam_model_registry`` ("repvit", "vit_t", "vit_b", ...).
         checkpoint: path to the official state_dict file; None means "not given".
-        checkpoint_sha256: expected SHA-256 of the checkpoint, checked when set.
+        checkpoint_sha256: expected SHA-256 of the checkpoint (64 hex digits), checked before
+            loading when set, for every model type.
         device: torch device string ("cpu", "cuda", "cuda:1", ...).
-        dtype: compute dtype of the model ("float32", "float16", "bfloat16").
-        fuse: apply structural re-parameterisation (BN and RepVGG branch fusion) after loading.
+        dtype: compute dtype of the model; only "float32" so far.
+        fuse: apply structural re-parameterisation (BN and RepVGG branch fusion) after loading;
+            models without branches to fuse (the ViT encoders) are left as they are.
         backend: "auto" (default: the fastest installed encoder backend on a CPU device,
             OpenVINO > ONNX Runtime > PyTorch; the reference SamPredictor on a GPU),
             "predictor" (PyTorch SamPredictor, the reference path), "torch" (channels-last
@@ -48,18 +94,24 @@ class ModelConfig:
         fast_mode: "exact", or approximations joined by "+": "nopad" (no bottom/right
             padding for non-square frames), "sizeS" (encode at long side S, e.g. size512),
             "int8" (quantised encoder, graph backends), "roi" (encode only a crop around the
-            tracked objects, ``vos.roi``; e.g. "roi+size512"). Measure with
-            ``vos.bench --agreement``.
+            tracked objects; e.g. "roi+size512"). Parsed once into a
+            ``repvit_sam.runtime.FastMode``. Measure with ``vos.bench --agreement``.
     """
 
     model_type: str = "repvit"
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = _range("float32", choices=("float32",))
     fuse: bool = True
-    backend: str = "auto"
-    fast_mode: str = "exact"
+    backend: str = _range("auto", choices=BACKEND_CHOICES)
+    fast_mode: FastMode = EXACT
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, "model")
+        sha = self.checkpoint_sha256
+        if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha)):
+            raise ConfigError(f"model.checkpoint_sha256={sha!r}: expected 64 hex digits")
 
 
 @dataclass(frozen=True)
@@ -67,22 +119,26 @@ class PromptConfig:
     """How each object's prompts are derived from its previous mask.
 
     Attributes:
-        kind: "box", "points", "box+points" or "mask" (mask = previous logits only).
+        kind: "box", "points", "box+points" or "mask" (mask = previous logits only); the
+            prompt strategy of ``vos.strategies``.
         box_margin: fraction of the box size added on every side of the previous box.
-        num_points: positive interior points per object.
+        num_points: positive interior points per object (1 to 64).
         num_negative_points: negative points per object (background and other objects).
         box_jitter: std of a random box perturbation, as a fraction of box size (0 = off).
-        num_candidates: multimask candidates considered per object.
         use_prev_logits: feed the previous low-res logits as the decoder's mask input.
     """
 
-    kind: str = "box+points"
-    box_margin: float = 0.05
-    num_points: int = 1
-    num_negative_points: int = 0
-    box_jitter: float = 0.0
-    num_candidates: int = 3
+    kind: str = _range("box+points", choices=PROMPT_KINDS)
+    box_margin: float = _range(0.05, minimum=0.0, maximum=10.0)
+    num_points: int = _range(1, minimum=1, maximum=MAX_POINTS)
+    num_negative_points: int = _range(0, minimum=0, maximum=MAX_POINTS)
+    box_jitter: float = _range(0.0, minimum=0.0, maximum=1.0)
     use_prev_logits: bool = True
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, "prompt")
+        if self.kind == "mask" and not self.use_prev_logits:
+            raise ConfigError("prompt.kind='mask' needs prompt.use_prev_logits=true")
 
 
 @dataclass(frozen=True)
@@ -90,18 +146,19 @@ class TrackerConfig:
     """Decision thresholds of the tracker.
 
     Attributes:
-        mask_threshold: logit threshold for a pixel to be foreground (higher = stricter).
         multimask_output: ask the decoder for 3 candidates and pick one.
         candidate_selection: "iou" (predicted IoU only) or "iou+agreement" (also IoU with the
             previous mask).
-        match_iou_min: minimum IoU for a prediction to keep its track's identity (higher = stricter).
+        match_iou_min: minimum IoU for a prediction to keep its track's identity, 0 to 1
+            (higher = stricter).
         max_missed_frames: frames a LOST track is kept before removal (lower = stricter).
         min_mask_area: masks smaller than this many pixels count as missed (higher = stricter).
-        min_score: a mask whose predicted IoU is below this counts as missed (higher = stricter).
+        min_score: a mask whose predicted IoU is below this counts as missed, 0 to 1
+            (higher = stricter).
         min_area_ratio: a mask that shrinks below this fraction of the previous frame's area in
-            one frame counts as missed, i.e. the object collapsed (higher = stricter).
+            one frame counts as missed, i.e. the object collapsed, 0 to 1 (higher = stricter).
         refine_iterations: extra decoder passes per frame, re-prompted with the box of the
-            current mask and its logits (0 = one pass).
+            current mask and its logits (0 = one pass; at most 10).
         reacquire_margin: a LOST object is searched for in its motion-predicted box grown by
             this fraction on every side (higher = searches farther).
         reacquire_overlap_max: a re-acquired mask may overlap an active object's mask by at most
@@ -110,22 +167,24 @@ class TrackerConfig:
             "higher_score_wins" (ties to the lower id), "lower_id_wins", or "none" (masks may
             overlap, as UVO/YouTube-VIS allow).
         velocity_smoothing: weight of the previous velocity in the box motion model's moving
-            average (0 = last displacement only).
+            average, 0 to 1 (0 = last displacement only).
     """
 
-    mask_threshold: float = 0.0
     multimask_output: bool = True
-    candidate_selection: str = "iou+agreement"
-    match_iou_min: float = 0.1
-    max_missed_frames: int = 30
-    min_mask_area: int = 16
-    min_score: float = 0.5
-    min_area_ratio: float = 0.1
-    refine_iterations: int = 0
-    reacquire_margin: float = 0.5
-    reacquire_overlap_max: float = 0.5
-    overlap: str = "higher_score_wins"
-    velocity_smoothing: float = 0.5
+    candidate_selection: str = _range("iou+agreement", choices=CANDIDATE_SELECTIONS)
+    match_iou_min: float = _range(0.1, minimum=0.0, maximum=1.0)
+    max_missed_frames: int = _range(30, minimum=0)
+    min_mask_area: int = _range(16, minimum=0)
+    min_score: float = _range(0.5, minimum=0.0, maximum=1.0)
+    min_area_ratio: float = _range(0.1, minimum=0.0, maximum=1.0)
+    refine_iterations: int = _range(0, minimum=0, maximum=10)
+    reacquire_margin: float = _range(0.5, minimum=0.0, maximum=10.0)
+    reacquire_overlap_max: float = _range(0.5, minimum=0.0, maximum=1.0)
+    overlap: str = _range("higher_score_wins", choices=OVERLAP_RULES)
+    velocity_smoothing: float = _range(0.5, minimum=0.0, maximum=1.0)
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, "tracker")
 
 
 @dataclass(frozen=True)
@@ -149,15 +208,13 @@ class IOConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation dataset selection.
+    """Evaluation dataset location.
 
     Attributes:
-        dataset: "davis" or "uvo".
-        root: dataset root folder.
+        root: dataset root folder (``--root`` of the evaluation modes).
         split: dataset split name ("val", ...).
     """
 
-    dataset: str = "davis"
     root: str | None = None
     split: str = "val"
 
@@ -171,7 +228,10 @@ class RunConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     io: IOConfig = field(default_factory=IOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = 0
+    seed: int = _range(0, minimum=0)
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, "")
 
 
 T = TypeVar("T")
@@ -197,6 +257,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: expected {annotation}, got {value!r}")
+    if annotation is FastMode:
+        try:
+            return FastMode.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -242,7 +307,7 @@ def merge(cfg: T, data: Mapping[str, Any], where: str = "") -> T:
     for name, value in data.items():
         path = f"{where}.{name}" if where else name
         current = getattr(cfg, name)
-        if dataclasses.is_dataclass(current):
+        if dataclasses.is_dataclass(current) and not isinstance(current, FastMode):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{path}: expected a mapping, got {value!r}")
             changes[name] = merge(current, value, path)
@@ -317,8 +382,16 @@ def load_config(
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain nested dict of a config dataclass (for YAML/JSON dumps)."""
-    return dataclasses.asdict(cfg)
+    """Plain nested dict of a config dataclass (for YAML/JSON dumps; fast modes as text)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, FastMode):
+            value = value.name
+        elif dataclasses.is_dataclass(value):
+            value = config_to_dict(value)
+        out[f.name] = value
+    return out
 
 
 def git_sha(repo_dir: str | os.PathLike[str] | None = None) -> str | None:
@@ -356,20 +429,11 @@ def dump_config(
         The path written.
     """
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "config": config_to_dict(cfg),
         "provenance": {"git_sha": git_sha(), "checkpoint_sha256": checkpoint_sha256},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(payload, fh, sort_keys=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(dest, yaml.safe_dump(payload, sort_keys=False))
     return dest
 
 

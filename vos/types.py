@@ -6,12 +6,16 @@ unbounded streams; the history of masks goes to sinks, never to the state.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from vos.config import MAX_POINTS
+from vos.prompts import clip_box
 
 
 class TrackStatus(enum.Enum):
@@ -22,19 +26,37 @@ class TrackStatus(enum.Enum):
     REMOVED = "removed"
 
 
+class PromptError(ValueError):
+    """A prompt is malformed or does not fit the frame it applies to."""
+
+
+def _float_array(value: Any, name: str, shape_text: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise PromptError(f"{name}: expected {shape_text} numbers, got {value!r}") from None
+    return array
+
+
 @dataclass(frozen=True)
 class Prompt:
-    """A user prompt for one object on one frame.
+    """A user prompt for one object on one frame, checked and normalised on creation.
 
-    Exactly one kind of prompt is given: a mask, a box, or points (a box may be combined
-    with points).
+    One kind of prompt is given: a mask, a box, or points (a box may be combined with
+    points). This is the one validator of prompts: the CLI checks them with it before the
+    model loads, and ``VideoTracker.add_object`` builds one for every call.
 
     Attributes:
         mask: (H, W) bool in original-frame pixels.
         box_xyxy: (4,) float32, XYXY in original-frame pixels.
-        points_xy: (P, 2) float32, XY in original-frame pixels.
-        point_labels: (P,) int, 1 positive, 0 negative.
+        points_xy: (P, 2) float32, XY in original-frame pixels, 1 <= P <= ``MAX_POINTS``.
+        point_labels: (P,) int64, 1 positive, 0 negative (default all positive).
         obj_id: persistent id to use (>= 1); None assigns the next free id.
+
+    Raises:
+        PromptError: no prompt, a mask together with a box or points, non-finite or
+            mis-shaped values, labels other than 0/1, points without a positive one and no
+            box, or an obj_id below 1.
     """
 
     mask: np.ndarray | None = None
@@ -42,6 +64,101 @@ class Prompt:
     points_xy: np.ndarray | None = None
     point_labels: np.ndarray | None = None
     obj_id: int | None = None
+
+    def __post_init__(self) -> None:
+        obj_id = self.obj_id
+        if obj_id is not None:
+            if isinstance(obj_id, bool) or not isinstance(obj_id, int | np.integer) or obj_id < 1:
+                raise PromptError(f"obj_id: expected an int >= 1, got {obj_id!r}")
+            object.__setattr__(self, "obj_id", int(obj_id))
+        if self.mask is None and self.box_xyxy is None and self.points_xy is None:
+            raise PromptError("a prompt needs a mask, a box or points")
+        if self.mask is not None:
+            if self.box_xyxy is not None or self.points_xy is not None:
+                raise PromptError("give either mask or box/points for one object, not both")
+            mask = np.asarray(self.mask)
+            if mask.ndim != 2:
+                raise PromptError(f"mask: expected a (H, W) array, got shape {mask.shape}")
+            mask = mask.astype(bool)
+            if not mask.any():
+                raise PromptError("mask: the initial mask is empty")
+            object.__setattr__(self, "mask", mask)
+        if self.box_xyxy is not None:
+            box = _float_array(self.box_xyxy, "box_xyxy", "4 finite").reshape(-1)
+            if box.shape != (4,) or not np.isfinite(box).all():
+                raise PromptError(f"box_xyxy: expected 4 finite numbers, got {self.box_xyxy!r}")
+            if not (box[0] < box[2] and box[1] < box[3]):
+                raise PromptError(
+                    f"box {_fmt(box)}: expected x0 < x1 and y0 < y1"
+                )
+            object.__setattr__(self, "box_xyxy", box)
+        if self.points_xy is not None:
+            self._normalise_points()
+        elif self.point_labels is not None:
+            raise PromptError("point_labels given without points_xy")
+
+    def _normalise_points(self) -> None:
+        points = _float_array(self.points_xy, "points_xy", "(P, 2)")
+        if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
+            raise PromptError(f"points_xy: expected (P, 2) with P >= 1, got {points.shape}")
+        if len(points) > MAX_POINTS:
+            raise PromptError(
+                f"points_xy: {len(points)} points for one object; at most {MAX_POINTS}"
+            )
+        if not np.isfinite(points).all():
+            raise PromptError("points_xy: expected finite numbers (got NaN or infinity)")
+        if self.point_labels is None:
+            labels = np.ones(len(points), np.int64)
+        else:
+            raw = np.asarray(self.point_labels).reshape(-1)
+            if raw.shape != (len(points),) or not np.isin(raw, (0, 1)).all():
+                raise PromptError(f"point_labels: expected {len(points)} labels of 0 or 1")
+            labels = raw.astype(np.int64)
+        if not (labels == 1).any() and self.box_xyxy is None:
+            raise PromptError("points_xy: at least one positive point is needed")
+        object.__setattr__(self, "points_xy", points)
+        object.__setattr__(self, "point_labels", labels)
+
+    def checked(self, image_hw: tuple[int, int], *, clip: bool = True) -> Prompt:
+        """This prompt on a frame of ``image_hw`` pixels, its box clipped to the frame.
+
+        Args:
+            image_hw: (H, W) of the frame the prompt applies to.
+            clip: a box reaching past the frame is clipped (library calls: a detector's box
+                may overshoot); False rejects it (the CLI: coordinates past the frame are a
+                mistake worth telling).
+
+        Returns:
+            The same prompt, with the box clipped when it reached outside.
+
+        Raises:
+            PromptError: a mask of another size, a box outside the frame (partly, with
+                ``clip=False``), or points outside the frame.
+        """
+        h, w = image_hw
+        if self.mask is not None and self.mask.shape != (h, w):
+            raise PromptError(
+                f"mask: expected shape ({h}, {w}) of the {w}x{h} frame, got {self.mask.shape}"
+            )
+        box = self.box_xyxy
+        if box is not None:
+            wholly_out = box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h
+            partly_out = box[0] < 0 or box[1] < 0 or box[2] > w or box[3] > h
+            if wholly_out or (partly_out and not clip):
+                raise PromptError(f"box {_fmt(box)}: outside the {w}x{h} frame")
+            box = clip_box(box, image_hw)
+        points = self.points_xy
+        if points is not None and (
+            (points < 0).any() or (points[:, 0] >= w).any() or (points[:, 1] >= h).any()
+        ):
+            raise PromptError(f"points_xy: a point lies outside the {w}x{h} frame")
+        if box is self.box_xyxy:
+            return self
+        return dataclasses.replace(self, box_xyxy=box)
+
+
+def _fmt(values: np.ndarray) -> str:
+    return ",".join(f"{float(v):g}" for v in values)
 
 
 @dataclass
@@ -89,11 +206,20 @@ class TrackerState:
         frame_idx: index of the current frame (0-based); -1 before the first frame.
         tracks: live tracks (ACTIVE or LOST) by obj_id.
         next_obj_id: the id the next new object gets (an instance counter).
+        image_hw: (H, W) of the stream's frames; None before the first frame.
+        frame: the current frame, (H, W, 3) uint8 RGB; None before the first frame.
+        embedding: the segmenter's embedding of ``frame``, computed at most once per frame
+            (None until a decode needs it).
+        rng: the random generator of box jitter (seeded by the tracker).
     """
 
     frame_idx: int = -1
     tracks: dict[int, Track] = field(default_factory=dict)
     next_obj_id: int = 1
+    image_hw: tuple[int, int] | None = None
+    frame: np.ndarray | None = None
+    embedding: Any = None
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
 
 OverlapRule = Literal["lower_id_wins", "higher_id_wins", "higher_score_wins"]

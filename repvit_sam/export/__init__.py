@@ -1,4 +1,4 @@
-"""Export RepViT-SAM to ONNX and Core ML, and run the ONNX graphs with ONNX Runtime.
+"""Export RepViT-SAM to ONNX and Core ML (the runtime that runs the graphs: ``repvit_sam.runtime``).
 
 ``onnx``/``onnxruntime`` (``pip install -e .[export]``) and ``coremltools``
 (``pip install -e .[coreml]``) are imported only when a function needs them, so importing this
@@ -6,7 +6,8 @@ package costs nothing extra.
 
 Example:
     >>> from repvit_sam import build_repvit_sam
-    >>> from repvit_sam.export import OnnxSegmenter, export_onnx
+    >>> from repvit_sam.export import export_onnx
+    >>> from repvit_sam.runtime import OnnxSegmenter
     >>> export_onnx(build_repvit_sam("weights/repvit_sam.pt", fuse=True), "exported/")
     >>> segmenter = OnnxSegmenter.from_dir("exported/")  # a drop-in for VideoTracker
 
@@ -22,7 +23,6 @@ from repvit_sam.export.coreml import (
     export_coreml,
 )
 from repvit_sam.export.onnx import (
-    OnnxSegmenter,
     SamOnnxDecoder,
     export_decoder_onnx,
     export_encoder_onnx,
@@ -40,3 +40,12 @@ __all__ = [
     "export_encoder_onnx",
     "export_onnx",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # OnnxSegmenter moved to repvit_sam.runtime; this import path keeps working.
+    if name == "OnnxSegmenter":
+        from repvit_sam.runtime.onnx_segmenter import OnnxSegmenter
+
+        return OnnxSegmenter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,11 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from repvit_sam.build import fused_copy
 from repvit_sam.export.onnx import (
     DECODER_INPUT_NAMES,
     ENCODER_OUTPUT_NAMES,
     SamOnnxDecoder,
-    _fused_encoder,
     decoder_dummy_inputs,
 )
 from repvit_sam.modeling.sam import Sam
@@ -146,7 +146,8 @@ def convert_encoder_coreml(
     """
     ct = _import_coremltools()
     size = int(resolution or model.img_size)
-    encoder = _CoreMLEncoder(_fused_encoder(model, fuse).cpu()).eval()
+    source = fused_copy(model.image_encoder) if fuse else copy.deepcopy(model.image_encoder)
+    encoder = _CoreMLEncoder(source.cpu()).eval()
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     return _convert(ct, "image encoder", encoder, (example,), None, ENCODER_OUTPUT_NAMES, precision)
 

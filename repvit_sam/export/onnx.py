@@ -1,4 +1,4 @@
-"""ONNX export of RepViT-SAM (encoder and prompt decoder) and an ONNX Runtime segmenter.
+"""ONNX export of RepViT-SAM: the image encoder and the prompt decoder as two graphs.
 
 Two graphs, as in segment-anything's ``scripts/export_onnx_model.py``:
 
@@ -18,8 +18,8 @@ Two graphs, as in segment-anything's ``scripts/export_onnx_model.py``:
   else the multimask token with the best predicted IoU).
 
 As in SAM's ONNX convention, the caller appends the (0, 0) padding point with label -1 when no
-box is given; :class:`OnnxSegmenter` does this and mirrors ``SamPredictor.encode``/``decode``
-so the video tracker can run on ONNX Runtime.
+box is given; the runtime that runs these graphs for the video tracker
+(:class:`repvit_sam.runtime.OnnxSegmenter`, re-exported here) does this.
 
 ``onnx`` and ``onnxruntime`` are optional (``pip install -e .[export]``) and imported lazily.
 Export uses torch's TorchScript-based exporter (``dynamo=False``): the torch.export-based one
@@ -35,21 +35,14 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, cast
+from typing import cast
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from repvit_sam.build import fused_copy
 from repvit_sam.modeling.sam import Sam
-from repvit_sam.predictor import (
-    DecodePrompts,
-    ImageEmbedding,
-    MaskPrediction,
-    check_decode_prompts,
-)
-from repvit_sam.utils.transforms import ResizeLongestSide
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +67,10 @@ DECODER_OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks")
 _INSTALL_HINT = "pip install -e .[export]  (or: pip install onnx onnxruntime)"
 
 # Pre-processing facts written into encoder.onnx's metadata, so a runtime needs no torch model.
-_META_IMG_SIZE = "repvit_sam.img_size"
-_META_PIXEL_MEAN = "repvit_sam.pixel_mean"
-_META_PIXEL_STD = "repvit_sam.pixel_std"
-_META_MASK_OUTPUTS = "repvit_sam.mask_outputs"
+META_IMG_SIZE = "repvit_sam.img_size"
+META_PIXEL_MEAN = "repvit_sam.pixel_mean"
+META_PIXEL_STD = "repvit_sam.pixel_std"
+META_MASK_OUTPUTS = "repvit_sam.mask_outputs"
 
 
 def _import_onnx() -> ModuleType:
@@ -86,16 +79,6 @@ def _import_onnx() -> ModuleType:
     except ImportError as exc:
         raise ImportError(f"ONNX export needs the 'onnx' package: {_INSTALL_HINT}") from exc
     return onnx
-
-
-def _import_onnxruntime() -> ModuleType:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ImportError(
-            f"running ONNX graphs needs the 'onnxruntime' package: {_INSTALL_HINT}"
-        ) from exc
-    return onnxruntime
 
 
 class SamOnnxDecoder(nn.Module):
@@ -216,14 +199,6 @@ class SamOnnxDecoder(nn.Module):
         return self._upscale(low_res, orig_im_size), iou, low_res
 
 
-def _fused_encoder(model: Sam, fuse: bool) -> nn.Module:
-    encoder = copy.deepcopy(model.image_encoder).eval()
-    fuse_fn = getattr(encoder, "fuse", None)
-    if fuse and callable(fuse_fn):
-        fuse_fn()
-    return encoder
-
-
 def _torch_onnx_export(
     module: nn.Module,
     args: tuple[torch.Tensor, ...],
@@ -282,26 +257,34 @@ def _finalize(
 
 
 def export_encoder_onnx(
-    model: Sam, path: PathLike, *, opset: int = DEFAULT_OPSET, fuse: bool = True
+    model: Sam,
+    path: PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    fuse: bool = True,
+    input_hw: tuple[int, int] | None = None,
 ) -> Path:
-    """Write the image encoder as ONNX with a fixed (1, 3, S, S) input, S = ``model.img_size``.
+    """Write the image encoder as ONNX with a fixed (1, 3, H, W) input.
 
     Args:
         model: the source model (left unchanged; a fused copy of the encoder is exported).
         path: the .onnx file to write.
         opset: ONNX opset version.
         fuse: fold BN and RepVGG branches first (exact in eval mode, a smaller faster graph).
+        input_hw: (H, W), multiples of 16; default SAM's square (S, S), S = ``model.img_size``.
+            Other sizes serve the fast modes (``repvit_sam.runtime.FastMode``).
 
     Returns:
-        ``path`` as a Path. The graph maps ``image`` (1, 3, S, S) float32, normalised with the
+        ``path`` as a Path. The graph maps ``image`` (1, 3, H, W) float32, normalised with the
         model's pixel mean and std and zero-padded bottom/right, to ``image_embeddings``
-        (1, 256, S/16, S/16). The mean, std and S are stored in the model's metadata.
+        (1, 256, H/16, W/16). The mean, std and S are stored in the model's metadata.
     """
     _import_onnx()
     path = Path(path)
-    encoder = _fused_encoder(model, fuse)
+    encoder = fused_copy(model.image_encoder) if fuse else copy.deepcopy(model.image_encoder).eval()
     size = model.img_size
-    dummy = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    h, w = input_hw if input_hw is not None else (size, size)
+    dummy = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         _torch_onnx_export(
             encoder,
@@ -318,9 +301,9 @@ def export_encoder_onnx(
     _finalize(
         path,
         {
-            _META_IMG_SIZE: str(size),
-            _META_PIXEL_MEAN: ",".join(f"{v:.9g}" for v in mean),
-            _META_PIXEL_STD: ",".join(f"{v:.9g}" for v in std),
+            META_IMG_SIZE: str(size),
+            META_PIXEL_MEAN: ",".join(f"{v:.9g}" for v in mean),
+            META_PIXEL_STD: ",".join(f"{v:.9g}" for v in std),
         },
     )
     logger.info("wrote %s", path)
@@ -402,7 +385,7 @@ def export_decoder_onnx(
     low_res_hw = model.prompt_encoder.mask_input_size
     _finalize(
         path,
-        {_META_MASK_OUTPUTS: "single" if return_single_mask else "all"},
+        {META_MASK_OUTPUTS: "single" if return_single_mask else "all"},
         {
             "masks": ("num_objects", num_masks, "height", "width"),
             "iou_predictions": ("num_objects", num_masks),
@@ -441,211 +424,3 @@ def export_onnx(
             model, out / DECODER_FILENAME, opset=opset, return_single_mask=return_single_mask
         ),
     }
-
-
-def _floats(text: str | None, default: tuple[float, ...]) -> np.ndarray:
-    values = default if not text else tuple(float(v) for v in text.split(","))
-    return np.asarray(values, dtype=np.float32).reshape(-1, 1, 1)
-
-
-def _as_numpy(value: np.ndarray | torch.Tensor, dtype: type[np.generic]) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=dtype)
-
-
-class OnnxSegmenter:
-    """``SamPredictor.encode``/``decode`` on ONNX Runtime, for the video tracker.
-
-    Results match the torch predictor up to float rounding: pre-processing (PIL resize,
-    normalisation, padding) and coordinate transforms are the same code, and the decoder graph
-    embeds the same prompts (boxes as label-2/3 corners, a padding point when there is no box).
-
-    Args:
-        encoder_path: ``encoder.onnx`` from :func:`export_encoder_onnx`.
-        decoder_path: ``decoder.onnx`` from :func:`export_decoder_onnx` (all 4 mask tokens).
-        providers: ONNX Runtime execution providers; CPU only by default.
-        intra_op_num_threads: threads per ONNX Runtime operator; 0 lets it decide.
-
-    Raises:
-        ImportError: onnxruntime is not installed.
-        ValueError: the decoder was exported with ``return_single_mask``.
-
-    Example:
-        >>> seg = OnnxSegmenter.from_dir("exported/")
-        >>> emb = seg.encode(rgb)
-        >>> pred = seg.decode(emb, boxes_xyxy=np.array([[10, 20, 200, 220]]))
-        >>> pred.masks.shape  # (1, 1, H, W) bool
-    """
-
-    mask_threshold: float = Sam.mask_threshold
-
-    def __init__(
-        self,
-        encoder_path: PathLike,
-        decoder_path: PathLike,
-        *,
-        providers: Sequence[str] | None = None,
-        intra_op_num_threads: int = 0,
-    ) -> None:
-        ort = _import_onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_num_threads
-        providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(
-            str(encoder_path), sess_options=options, providers=providers
-        )
-        self.decoder = ort.InferenceSession(
-            str(decoder_path), sess_options=options, providers=providers
-        )
-        enc_meta = self.encoder.get_modelmeta().custom_metadata_map
-        dec_meta = self.decoder.get_modelmeta().custom_metadata_map
-        if dec_meta.get(_META_MASK_OUTPUTS, "all") != "all":
-            raise ValueError(
-                f"{decoder_path}: exported with return_single_mask; OnnxSegmenter needs all "
-                "4 mask tokens (re-export without --return-single-mask)"
-            )
-        input_shape = self.encoder.get_inputs()[0].shape
-        self.img_size = int(enc_meta.get(_META_IMG_SIZE, input_shape[-1]))
-        # SAM's ImageNet statistics in 0-255 when the metadata is absent (foreign exports).
-        self.pixel_mean = _floats(enc_meta.get(_META_PIXEL_MEAN), (123.675, 116.28, 103.53))
-        self.pixel_std = _floats(enc_meta.get(_META_PIXEL_STD), (58.395, 57.12, 57.375))
-        self.transform = ResizeLongestSide(self.img_size)
-
-    @classmethod
-    def from_dir(cls, directory: PathLike, **kwargs: Any) -> OnnxSegmenter:
-        """Open ``encoder.onnx`` and ``decoder.onnx`` from one export directory.
-
-        Args:
-            directory: the ``--out`` directory of ``python -m repvit_sam.export onnx``.
-            **kwargs: passed to the constructor.
-        """
-        directory = Path(directory)
-        return cls(directory / ENCODER_FILENAME, directory / DECODER_FILENAME, **kwargs)
-
-    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        """Resize, normalise and pad one frame as ``SamPredictor`` does.
-
-        Args:
-            image: (H, W, 3) uint8 RGB.
-
-        Returns:
-            (1, 3, S, S) float32 encoder input and the resized (h, w) before padding.
-        """
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-            shape = getattr(image, "shape", type(image).__name__)
-            raise ValueError(f"image: expected a (H, W, 3) uint8 numpy array, got {shape}")
-        if image.dtype != np.uint8:
-            raise ValueError(f"image: expected dtype uint8 (0-255), got {image.dtype}")
-        resized = self.transform.apply_image(np.ascontiguousarray(image))
-        h, w = resized.shape[:2]
-        chw = resized.transpose(2, 0, 1).astype(np.float32)
-        padded = np.zeros((1, 3, self.img_size, self.img_size), dtype=np.float32)
-        padded[0, :, :h, :w] = (chw - self.pixel_mean) / self.pixel_std
-        return padded, (h, w)
-
-    def encode(self, image: np.ndarray) -> ImageEmbedding:
-        """Encode one RGB frame.
-
-        Args:
-            image: (H, W, 3) uint8 RGB frame.
-
-        Returns:
-            The embedding ((1, 256, 64, 64) float32 CPU tensor) with original and resized sizes.
-        """
-        model_input, input_hw = self.preprocess(image)
-        (features,) = self.encoder.run(None, {ENCODER_INPUT_NAMES[0]: model_input})
-        return ImageEmbedding(
-            features=torch.from_numpy(features),
-            orig_hw=(int(image.shape[0]), int(image.shape[1])),
-            input_hw=input_hw,
-        )
-
-    def _prompt_points(
-        self, orig_hw: tuple[int, int], prompts: DecodePrompts
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Checked prompts as SAM's ONNX graph takes them: (N, P, 2) model-frame coords, (N, P)
-        float labels, boxes as label-2/3 corners; (N, 0) arrays for mask-only prompts."""
-        n = prompts.num_objects
-        coord_parts: list[torch.Tensor] = []
-        label_parts: list[torch.Tensor] = []
-        if prompts.points_xy is not None and prompts.point_labels is not None:
-            coord_parts.append(self.transform.apply_coords_torch(prompts.points_xy, orig_hw))
-            label_parts.append(prompts.point_labels.float())
-        if prompts.boxes_xyxy is not None:
-            corners = self.transform.apply_boxes_torch(prompts.boxes_xyxy, orig_hw)
-            coord_parts.append(corners.reshape(-1, 2, 2))
-            label_parts.append(torch.tensor([[2.0, 3.0]]).expand(n, 2))
-        elif coord_parts:
-            # PromptEncoder pads point-only prompts with a "not a point" token; SAM's ONNX
-            # graph leaves that to the caller.
-            coord_parts.append(torch.zeros(n, 1, 2))
-            label_parts.append(torch.full((n, 1), -1.0))
-        if not coord_parts:
-            # Mask-only prompts: no sparse tokens at all, as PromptEncoder gives for masks alone.
-            return np.zeros((n, 0, 2), np.float32), np.zeros((n, 0), np.float32)
-        coords = torch.cat(coord_parts, dim=1).numpy().astype(np.float32, copy=False)
-        labels = torch.cat(label_parts, dim=1).numpy().astype(np.float32, copy=False)
-        return coords, labels
-
-    def decode(
-        self,
-        embedding: ImageEmbedding,
-        *,
-        boxes_xyxy: np.ndarray | torch.Tensor | None = None,
-        points_xy: np.ndarray | torch.Tensor | None = None,
-        point_labels: np.ndarray | torch.Tensor | None = None,
-        mask_logits: np.ndarray | torch.Tensor | None = None,
-        multimask_output: bool = False,
-    ) -> MaskPrediction:
-        """Decode N objects' prompts against one embedding in a single graph call.
-
-        Args:
-            embedding: from :meth:`encode` (or ``SamPredictor.encode``).
-            boxes_xyxy: (N, 4) XYXY in original-image pixels.
-            points_xy: (N, P, 2) XY in original-image pixels.
-            point_labels: (N, P) 1 positive, 0 negative, -1 padding (2 and 3 would act as box
-                corners, as in SAM's ONNX graph; ``SamPredictor`` gives them no label term).
-            mask_logits: (N, 1, 256, 256) low-res logits (e.g. the previous frame's).
-            multimask_output: 3 candidates per object instead of 1.
-
-        Returns:
-            ``masks`` (N, C, H, W) bool at the original size, ``iou_scores`` (N, C) and
-            ``low_res_logits`` (N, C, 256, 256) float32, as CPU torch tensors; C = 3 or 1.
-
-        Raises:
-            TypeError: ``embedding`` is not an ``ImageEmbedding``.
-            ValueError: no prompt, mis-shaped prompts, prompts with different N, or N = 0.
-        """
-        if not isinstance(embedding, ImageEmbedding):
-            raise TypeError(
-                f"embedding: expected the ImageEmbedding returned by encode(), got "
-                f"{type(embedding).__name__}"
-            )
-        low_res_hw = (self.img_size // 4, self.img_size // 4)
-        prompts = check_decode_prompts(
-            boxes_xyxy, points_xy, point_labels, mask_logits, mask_hw=low_res_hw
-        )
-        coords, labels = self._prompt_points(embedding.orig_hw, prompts)
-        # One flag for all N objects: the mask prompt is all or nothing, as in SamPredictor.
-        has_mask = np.ones(1, np.float32)
-        if prompts.mask_logits is None:
-            mask_input = np.zeros((prompts.num_objects, 1, *low_res_hw), np.float32)
-            has_mask = np.zeros(1, np.float32)
-        else:
-            mask_input = prompts.mask_logits.numpy()
-        feeds = {
-            "image_embeddings": _as_numpy(embedding.features, np.float32),
-            "point_coords": coords,
-            "point_labels": labels,
-            "mask_input": np.ascontiguousarray(mask_input),
-            "has_mask_input": has_mask,
-            "orig_im_size": np.asarray(embedding.orig_hw, np.float32),
-        }
-        masks, iou, low_res = self.decoder.run(list(DECODER_OUTPUT_NAMES), feeds)
-        chosen = slice(1, None) if multimask_output else slice(0, 1)
-        return MaskPrediction(
-            masks=torch.from_numpy(np.ascontiguousarray(masks[:, chosen] > self.mask_threshold)),
-            iou_scores=torch.from_numpy(np.ascontiguousarray(iou[:, chosen])),
-            low_res_logits=torch.from_numpy(np.ascontiguousarray(low_res[:, chosen])),
-        )

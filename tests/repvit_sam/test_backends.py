@@ -1,4 +1,4 @@
-"""Encoder/decoder backends and fast modes (``repvit_sam.backends``).
+"""Encoder/decoder backends and fast modes (``repvit_sam.runtime``).
 
 Two halves. The first needs nothing but torch: fast-mode geometry, exact pre-processing, and
 the generalised decoder path (which must reproduce SAM's own path on SAM's grid). The second
@@ -18,14 +18,8 @@ import pytest
 import torch
 
 from repvit_sam import ImageEmbedding, Sam, SamPredictor, build_repvit_sam, sam_model_registry
-from repvit_sam.backends import (
-    EXACT,
-    BackendSegmenter,
-    FastMode,
-    GraphCache,
-    backend_available,
-    preprocess,
-)
+from repvit_sam.runtime import EXACT, BackendSegmenter, FastMode, GraphCache, backend_available
+from repvit_sam.runtime.preprocess import preprocess
 from tests.repvit_sam.conformance_fill import write_conformance_checkpoint
 
 EMBED_TOL_FUSED = 1e-3  # README: a fused encoder's embedding, relative L2
@@ -112,7 +106,7 @@ def test_generalised_decoder_reproduces_sam_path_on_sam_grid(random_model: Sam) 
 
 
 def test_resample_to_grid_keeps_geometry() -> None:
-    from repvit_sam.backends import resample_to_grid
+    from repvit_sam.runtime.preprocess import resample_to_grid
 
     # A 32x32 full grid (512 input) whose top 18 rows hold content -> 36 rows of SAM's grid.
     ramp = torch.arange(32.0).reshape(1, 1, 32, 1).expand(1, 2, 32, 32)

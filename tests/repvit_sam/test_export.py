@@ -36,11 +36,11 @@ from repvit_sam.export import __main__ as export_cli
 from repvit_sam.export.onnx import (
     DECODER_INPUT_NAMES,
     DECODER_OUTPUT_NAMES,
-    OnnxSegmenter,
     SamOnnxDecoder,
     export_decoder_onnx,
     export_onnx,
 )
+from repvit_sam.runtime import OnnxSegmenter
 from tests.repvit_sam.conformance_fill import fill_value
 
 IMAGE_HW = (300, 420)  # non-square: exercises padding and the crop in the decoder graph

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import torch
 
+from repvit_sam.segmenter import DecodePrompts, SegmenterBase
+
 
 @dataclass(frozen=True)
 class SceneObject:
@@ -145,7 +147,7 @@ class FakePrediction:
     low_res_logits: torch.Tensor
 
 
-class FakeSegmenter:
+class FakeSegmenter(SegmenterBase):
     """Answers prompts with ground-truth masks, optionally corrupted.
 
     Args:
@@ -216,16 +218,9 @@ class FakeSegmenter:
         op = cv2.dilate if r > 0 else cv2.erode
         return op(mask.astype(np.uint8), kernel).astype(bool)
 
-    def decode(
-        self,
-        embedding: FakeEmbedding,
-        *,
-        boxes_xyxy=None,
-        points_xy=None,
-        point_labels=None,
-        mask_logits=None,
-        multimask_output: bool = False,
-    ) -> FakePrediction:
+    def decode_prompts(self, embedding: FakeEmbedding, prompts: DecodePrompts) -> FakePrediction:
+        boxes_xyxy, points_xy, point_labels = prompts.boxes_xyxy, prompts.points_xy, prompts.point_labels
+        mask_logits, multimask_output = prompts.mask_logits, prompts.multimask_output
         if isinstance(self.scene, LoopingScene):
             gt = self.scene.gt_at(embedding.frame_idx)
         else:

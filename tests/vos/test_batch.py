@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from repvit_sam.segmenter import DecodePrompts, SegmenterBase
 from vos.batch import (
     RESULTS_CSV,
     RESULTS_JSONL,
@@ -54,14 +55,15 @@ class _Prediction:
     low_res_logits: torch.Tensor
 
 
-class BrightSegmenter:
+class BrightSegmenter(SegmenterBase):
     """Foreground = bright pixels inside the prompt box or within 12 px of a positive point."""
 
     def encode(self, image: np.ndarray) -> _Embedding:
         return _Embedding(image.mean(axis=2) > 128, (image.shape[0], image.shape[1]))
 
-    def decode(self, embedding: _Embedding, *, boxes_xyxy=None, points_xy=None,
-               point_labels=None, mask_logits=None, multimask_output: bool = False) -> _Prediction:
+    def decode_prompts(self, embedding: _Embedding, prompts: DecodePrompts) -> _Prediction:
+        boxes_xyxy, points_xy, point_labels = prompts.boxes_xyxy, prompts.points_xy, prompts.point_labels
+        mask_logits, multimask_output = prompts.mask_logits, prompts.multimask_output
         n = next(len(x) for x in (boxes_xyxy, points_xy, mask_logits) if x is not None)
         c = 3 if multimask_output else 1
         h, w = embedding.orig_hw

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from repvit_sam.segmenter import DecodePrompts, SegmenterBase
 from vos import live
 from vos.config import load_config
 from vos.io.sinks import OVERLAY_NAME, ResultSink
@@ -77,7 +78,7 @@ class FakePrediction:
     low_res_logits: torch.Tensor
 
 
-class BrightSegmenter:
+class BrightSegmenter(SegmenterBase):
     """Segments the bright blobs a prompt touches; ``encode`` sleeps like a slow model."""
 
     def __init__(self, encode_s: float = 0.0) -> None:
@@ -89,8 +90,9 @@ class BrightSegmenter:
         self.encodes += 1
         return FakeEmbedding(image, image.shape[:2])
 
-    def decode(self, embedding, *, boxes_xyxy=None, points_xy=None, point_labels=None,
-               mask_logits=None, multimask_output=False) -> FakePrediction:
+    def decode_prompts(self, embedding, prompts: DecodePrompts) -> FakePrediction:
+        boxes_xyxy, points_xy, point_labels = prompts.boxes_xyxy, prompts.points_xy, prompts.point_labels
+        multimask_output = prompts.multimask_output
         bright = embedding.image.max(-1) > 128
         _, blobs = cv2.connectedComponents(bright.astype(np.uint8))
         n = len(boxes_xyxy) if boxes_xyxy is not None else len(points_xy)
@@ -98,7 +100,7 @@ class BrightSegmenter:
         for i in range(n):
             touched = np.zeros_like(bright)
             if boxes_xyxy is not None:
-                x0, y0, x1, y1 = np.round(boxes_xyxy[i]).astype(int)
+                x0, y0, x1, y1 = np.round(np.asarray(boxes_xyxy[i])).astype(int)
                 touched[max(y0, 0) : y1, max(x0, 0) : x1] = True
             if points_xy is not None:
                 for (x, y), label in zip(points_xy[i], point_labels[i], strict=True):

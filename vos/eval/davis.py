@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vos.io.atomic import write_text_atomic
 from vos.io.davis_png import read_palette_png
 
 __all__ = [
@@ -432,17 +431,6 @@ def _global_metrics(per_object: dict[str, dict[str, float]]) -> dict[str, float]
 # --------------------------------------------------------------------------- outputs
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp_path = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp_path, "x", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
 def write_official_csvs(scores: DavisScores, out_dir: Path) -> dict[str, Path]:
     """Writes the official CSV tables and a full-precision ``scores.json``, atomically.
 
@@ -484,9 +472,9 @@ def write_official_csvs(scores: DavisScores, out_dir: Path) -> dict[str, Path]:
         "per_sequence": out_dir / "per-sequence_results.csv",
         "json": out_dir / "scores.json",
     }
-    _write_atomic(paths["global"], "\n".join(global_lines) + "\n")
-    _write_atomic(paths["per_sequence"], "\n".join(seq_lines) + "\n")
-    _write_atomic(paths["json"], json.dumps(payload, indent=1, allow_nan=True) + "\n")
+    write_text_atomic(paths["global"], "\n".join(global_lines) + "\n")
+    write_text_atomic(paths["per_sequence"], "\n".join(seq_lines) + "\n")
+    write_text_atomic(paths["json"], json.dumps(payload, indent=1, allow_nan=True) + "\n")
     return paths
 
 

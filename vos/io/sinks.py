@@ -15,7 +15,6 @@ import queue
 import shutil
 import subprocess
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vos.io.atomic import write_text_atomic
 from vos.io.davis_png import davis_palette, read_palette_png, write_palette_png
 from vos.types import FrameResult
 
@@ -34,18 +34,6 @@ OVERLAY_NAME = "overlay.mp4"
 
 _PALETTE = np.array(davis_palette(), np.uint8).reshape(256, 3)
 _PALETTE_LUT = _PALETTE.reshape(256, 1, 3)  # cv2.LUT table for 3-channel input
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def object_color(obj_id: int) -> tuple[int, int, int]:

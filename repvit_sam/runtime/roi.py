@@ -29,6 +29,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from repvit_sam.runtime.fast_mode import FastMode
+from repvit_sam.segmenter import DecodePrompts, MaskPrediction, SegmenterWrapper
+
 # Logit given to the frame outside the crop: far below SAM's threshold of 0 (background).
 OUTSIDE_LOGIT = -20.0
 LOW_RES = 256
@@ -159,7 +162,7 @@ def _valid_cells(image_hw: tuple[int, int]) -> torch.Tensor:
     return valid
 
 
-class RoiSegmenter:
+class RoiSegmenter(SegmenterWrapper):
     """A segmenter that encodes a crop around the objects (see the module docstring).
 
     Args:
@@ -182,11 +185,10 @@ class RoiSegmenter:
         min_side: int = 64,
         max_area_fraction: float = 0.6,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.margin = margin
         self.min_side = min_side
         self.max_area_fraction = max_area_fraction
-        self.mask_threshold = getattr(inner, "mask_threshold", 0.0)
         # Boxes seen by the decodes since the last encode (the next crop holds them all).
         self._boxes = np.zeros((0, 4), np.float32)
         self._seen: list[np.ndarray] = []
@@ -199,15 +201,11 @@ class RoiSegmenter:
         return f"roi({getattr(self.inner, 'name', type(self.inner).__name__)})"
 
     @property
-    def mode_name(self) -> str:
-        """The fast mode's text form, e.g. ``roi+size512`` (crops are never padded)."""
-        inner = getattr(getattr(self.inner, "mode", None), "name", "")
-        rest = [p for p in inner.split("+") if p not in ("nopad", "exact", "")]
-        return "+".join(["roi", *rest])
-
-    def __getattr__(self, item: str) -> Any:
-        # prepare(), mode, decoder_backend, ... of the wrapped segmenter.
-        return getattr(self.inner, item)
+    def mode(self) -> FastMode:
+        """The fast mode, e.g. ``roi+size512`` (the inner segmenter's, with ``roi``)."""
+        inner = getattr(self.inner, "mode", None)
+        inner = inner if isinstance(inner, FastMode) else FastMode(pad_square=False)
+        return FastMode(input_size=inner.input_size, pad_square=False, int8=inner.int8, roi=True)
 
     def encode(self, image: np.ndarray) -> RoiEmbedding:
         """Encode the crop around the last known object boxes ((H, W, 3) uint8 RGB frame)."""
@@ -231,23 +229,15 @@ class RoiSegmenter:
             self.crop_encodes += 1
         return embedding
 
-    def decode(
-        self,
-        embedding: RoiEmbedding,
-        *,
-        boxes_xyxy: np.ndarray | torch.Tensor | None = None,
-        points_xy: np.ndarray | torch.Tensor | None = None,
-        point_labels: np.ndarray | torch.Tensor | None = None,
-        mask_logits: np.ndarray | torch.Tensor | None = None,
-        multimask_output: bool = False,
-    ) -> Any:
+    def decode_prompts(self, embedding: RoiEmbedding, prompts: DecodePrompts) -> MaskPrediction:
         """``SamPredictor.decode`` in frame coordinates; masks are (N, C, H, W) of the frame."""
         if not isinstance(embedding, RoiEmbedding):
             raise TypeError(f"embedding: expected RoiEmbedding from encode(), got "
                             f"{type(embedding).__name__}")
-        boxes = None if boxes_xyxy is None else np.asarray(boxes_xyxy, np.float32)
-        points = None if points_xy is None else np.asarray(points_xy, np.float32)
-        labels = None if point_labels is None else np.asarray(point_labels)
+        prompts = prompts.to("cpu")
+        boxes = None if prompts.boxes_xyxy is None else prompts.boxes_xyxy.numpy()
+        points = None if prompts.points_xy is None else prompts.points_xy.numpy()
+        labels = None if prompts.point_labels is None else prompts.point_labels.numpy()
         if not embedding.is_whole_frame and not self._inside(embedding, boxes, points, labels):
             # A prompt outside the crop: decode against the whole frame, encoded once.
             if self._whole is None or self._whole.frame is not embedding.frame:
@@ -255,22 +245,21 @@ class RoiSegmenter:
                 self._whole = self._encode(embedding.frame, (0, 0, w, h))
             embedding = self._whole
         x0, y0, x1, y1 = embedding.crop_xyxy
-        offset = np.array([x0, y0], np.float32)
+        offset = torch.tensor([x0, y0], dtype=torch.float32)
         crop_hw = (y1 - y0, x1 - x0)
         frame_geometry = (embedding.frame_hw, (0, 0))
         crop_geometry = (crop_hw, (x0, y0))
-        logits = None
-        if mask_logits is not None:
-            logits = torch.as_tensor(mask_logits).float()
-            if not embedding.is_whole_frame:
-                logits = resample_logits(logits, frame_geometry, crop_geometry)
+        logits = prompts.mask_logits
+        if logits is not None and not embedding.is_whole_frame:
+            logits = resample_logits(logits, frame_geometry, crop_geometry)
         pred = self.inner.decode(
             embedding.inner,
-            boxes_xyxy=None if boxes is None else boxes - np.tile(offset, 2),
-            points_xy=None if points is None else points - offset,
-            point_labels=labels,
-            mask_logits=logits,
-            multimask_output=multimask_output,
+            prompts.replace(
+                boxes_xyxy=None if prompts.boxes_xyxy is None
+                else prompts.boxes_xyxy - offset.repeat(2),
+                points_xy=None if prompts.points_xy is None else prompts.points_xy - offset,
+                mask_logits=logits,
+            ),
         )
         if embedding.is_whole_frame:
             self._remember(pred.masks, pred.iou_scores, boxes)
@@ -280,7 +269,7 @@ class RoiSegmenter:
         low_res = resample_logits(pred.low_res_logits.float().cpu(), crop_geometry,
                                   frame_geometry)
         self._remember(masks, pred.iou_scores, boxes)
-        return type(pred)(masks=masks, iou_scores=pred.iou_scores, low_res_logits=low_res)
+        return MaskPrediction(masks=masks, iou_scores=pred.iou_scores, low_res_logits=low_res)
 
     def _inside(
         self,
@@ -317,15 +306,3 @@ class RoiSegmenter:
                 found.append([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1])
         if found:
             self._seen.append(np.array(found, np.float32))
-
-
-def split_roi_mode(text: str) -> tuple[bool, str]:
-    """``"roi+size512"`` -> (True, ``"size512+nopad"``): the inner segmenter's fast mode.
-
-    A crop has any aspect ratio, so the inner encoder never pads it to a square.
-    """
-    parts = [p for p in text.split("+") if p]
-    if "roi" not in parts:
-        return False, text
-    rest = [p for p in parts if p not in ("roi", "nopad")] + ["nopad"]
-    return True, "+".join(rest)

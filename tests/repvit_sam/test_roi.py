@@ -12,15 +12,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from repvit_sam.predictor import ImageEmbedding, MaskPrediction
-from vos.roi import OUTSIDE_LOGIT, RoiSegmenter, crop_around, resample_logits, split_roi_mode
+from repvit_sam.runtime import FastMode
+from repvit_sam.runtime.roi import OUTSIDE_LOGIT, RoiSegmenter, crop_around, resample_logits
+from repvit_sam.segmenter import DecodePrompts, ImageEmbedding, MaskPrediction, SegmenterBase
 from vos.tracker import VideoTracker
 
 FRAME_HW = (240, 320)
 SIDE = 30
 
 
-class ColourSegmenter:
+class ColourSegmenter(SegmenterBase):
     """Segments the non-grey pixels inside each box prompt (grown by 8 px) of its image."""
 
     mask_threshold = 0.0
@@ -35,8 +36,8 @@ class ColourSegmenter:
         input_hw = (round(image.shape[0] * scale), round(image.shape[1] * scale))
         return ImageEmbedding(torch.as_tensor(image), image.shape[:2], input_hw)
 
-    def decode(self, embedding, *, boxes_xyxy=None, points_xy=None, point_labels=None,
-               mask_logits=None, multimask_output=False) -> MaskPrediction:
+    def decode_prompts(self, embedding, prompts: DecodePrompts) -> MaskPrediction:
+        boxes_xyxy, mask_logits = prompts.boxes_xyxy, prompts.mask_logits
         image = embedding.features.numpy()
         h, w = image.shape[:2]
         foreground = np.abs(image.astype(int) - 128).sum(-1) > 60
@@ -148,7 +149,11 @@ def test_prompt_outside_crop_decodes_on_whole_frame_once() -> None:
     assert masks[2][180:210, 260:290].all() and masks[2].sum() == SIDE * SIDE
 
 
-def test_split_roi_mode() -> None:
-    assert split_roi_mode("roi+size512") == (True, "size512+nopad")
-    assert split_roi_mode("size512+nopad") == (False, "size512+nopad")
-    assert split_roi_mode("roi") == (True, "nopad")
+def test_roi_mode_parses_to_an_unpadded_inner_mode() -> None:
+    # The crops' encoder never pads: roi implies nopad, and the name leaves it out.
+    assert FastMode.parse("roi+size512").without_roi() == FastMode.parse("size512+nopad")
+    assert FastMode.parse("size512+nopad").without_roi() == FastMode.parse("size512+nopad")
+    assert not FastMode.parse("size512+nopad").roi
+    assert FastMode.parse("roi").without_roi() == FastMode.parse("nopad")
+    assert FastMode.parse("roi+size512").name == "roi+size512"
+    assert FastMode.parse("roi+nopad+size256") == FastMode.parse("roi+size256")

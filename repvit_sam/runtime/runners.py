@@ -1,0 +1,300 @@
+"""The inference runtimes, by name: one table, one class per runtime.
+
+Each runtime turns the model (or its exported graph) into an *encoder runner*, a callable
+``(1, 3, H, W) float32 numpy -> (1, 256, H/16, W/16) float32 CPU tensor``, and a graph
+runtime also opens the exported *decoder graph* as a session with ONNX Runtime's
+``run(output_names, feeds)`` interface (:class:`repvit_sam.runtime.graph_decoder.GraphDecoder`
+drives it).
+
+To add a runtime (TensorRT, Core ML on macOS, ...): write a class with the attributes and
+methods of :class:`Runtime` here and add it to :data:`RUNTIMES` in the order of preference.
+Nothing else changes: ``BackendSegmenter``, the CLI's ``model.backend`` and ``vos.bench`` all
+read this table.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from repvit_sam.build import fused_copy
+
+PathLike = str | os.PathLike[str]
+
+TORCH_VARIANTS = ("plain", "fused", "channels_last", "jit")
+
+
+class Runtime(Protocol):
+    """What a runtime provides (see the module docstring)."""
+
+    name: str
+    module: str  # the Python package that must be importable
+    install_hint: str
+    runs_graphs: bool  # True: encoder() takes an exported .onnx file; False: the nn.Module
+
+    def encoder(self, source: Any, *, threads: int | None, cache_dir: Path | None,
+                variant: str) -> Any:
+        """An encoder runner over ``source`` (a graph path or the image encoder module)."""
+        ...
+
+    def decoder_session(self, path: Path, *, threads: int | None) -> Any:
+        """A ``run(output_names, feeds)`` session over the decoder graph at ``path``."""
+        ...
+
+
+def require(module: str, hint: str = "") -> ModuleType:
+    """``import module``, or an ImportError that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"backend {module!r} is not installed: {hint}".rstrip(": ")) from exc
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+class TorchEncoder:
+    """The image encoder in PyTorch.
+
+    Variants (all exact up to float rounding): ``plain`` runs the module as given; ``fused``
+    folds BN and RepVGG branches; ``channels_last`` also keeps activations NHWC, which lets
+    oneDNN use its blocked convolutions; ``jit`` freezes a traced fused graph, letting oneDNN
+    fuse convolution, bias and activation (one trace per input shape).
+
+    Args:
+        encoder: the model's image encoder.
+        variant: one of ``TORCH_VARIANTS``.
+    """
+
+    def __init__(self, encoder: nn.Module, variant: str = "channels_last") -> None:
+        if variant not in TORCH_VARIANTS:
+            raise ValueError(f"variant: expected one of {TORCH_VARIANTS}, got {variant!r}")
+        self.variant = variant
+        module = encoder.eval() if variant == "plain" else fused_copy(encoder)
+        if variant == "channels_last":
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.module = module
+        self._traced: dict[tuple[int, ...], Any] = {}
+        self.device = next(module.parameters()).device
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> torch.Tensor:
+        """(1, 3, H, W) float32 pre-processed input -> (1, 256, H/16, W/16) float32 tensor."""
+        tensor = torch.from_numpy(x).to(self.device)
+        if self.variant == "channels_last":
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+            return self.module(tensor).contiguous()
+        if self.variant == "jit":
+            return self._jit(tensor)(tensor)
+        return self.module(tensor)
+
+    def _jit(self, tensor: torch.Tensor) -> Any:
+        shape = tuple(tensor.shape)
+        if shape not in self._traced:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(self.module, tensor, check_trace=False)
+                self._traced[shape] = torch.jit.freeze(traced.eval())
+        return self._traced[shape]
+
+
+class TorchRuntime:
+    """PyTorch: runs the image encoder module itself (no exported graph)."""
+
+    name = "torch"
+    module = "torch"
+    install_hint = ""
+    runs_graphs = False
+
+    def encoder(self, source: nn.Module, *, threads: int | None = None,
+                cache_dir: Path | None = None, variant: str = "channels_last") -> TorchEncoder:
+        return TorchEncoder(source, variant)
+
+    def decoder_session(self, path: Path, *, threads: int | None = None) -> Any:
+        raise ValueError("the torch runtime decodes with SamPredictor, not a decoder graph")
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+
+
+def _ort_session(path: PathLike, threads: int | None) -> Any:
+    ort = require("onnxruntime", ONNXRUNTIME.install_hint)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+class OrtEncoder:
+    """An exported encoder graph on ONNX Runtime's CPU provider.
+
+    Args:
+        path: the encoder .onnx file.
+        threads: intra-op threads (None: ONNX Runtime's default, one per core).
+    """
+
+    def __init__(self, path: PathLike, threads: int | None = None) -> None:
+        self.session = _ort_session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> torch.Tensor:
+        """(1, 3, H, W) float32 -> (1, 256, H/16, W/16) float32 CPU tensor."""
+        (features,) = self.session.run(None, {self.input_name: x})
+        return torch.from_numpy(features)
+
+
+class OnnxRuntimeRuntime:
+    """ONNX Runtime's CPU provider over the exported graphs."""
+
+    name = "onnxruntime"
+    module = "onnxruntime"
+    install_hint = "pip install -e .[export]"
+    runs_graphs = True
+
+    def encoder(self, source: PathLike, *, threads: int | None = None,
+                cache_dir: Path | None = None, variant: str = "") -> OrtEncoder:
+        return OrtEncoder(source, threads)
+
+    def decoder_session(self, path: Path, *, threads: int | None = None) -> Any:
+        return _ort_session(path, threads)
+
+
+# --------------------------------------------------------------------------- OpenVINO
+
+
+def _openvino_compile(path: PathLike, threads: int | None, cache_dir: Path | None) -> Any:
+    ov = require("openvino", OPENVINO.install_hint)
+    core = ov.Core()
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(cache_dir)})
+    # f32 explicitly: on CPUs with native bf16 OpenVINO would otherwise infer in bf16, far
+    # outside the conformance tolerances. int8 graphs keep their quantised layers regardless.
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return core.compile_model(str(path), "CPU", config)
+
+
+class OpenVinoEncoder:
+    """An exported encoder graph compiled by OpenVINO for the CPU.
+
+    Args:
+        path: the encoder .onnx file (OpenVINO reads ONNX directly).
+        threads: inference threads (None: OpenVINO's default).
+        cache_dir: where OpenVINO keeps compiled blobs (faster start on the next run).
+    """
+
+    def __init__(
+        self, path: PathLike, threads: int | None = None, cache_dir: Path | None = None
+    ) -> None:
+        self.compiled = _openvino_compile(path, threads, cache_dir)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, x: np.ndarray) -> torch.Tensor:
+        """(1, 3, H, W) float32 -> (1, 256, H/16, W/16) float32 CPU tensor."""
+        self.request.infer({0: x})
+        # The request's output buffer is reused by the next call: copy it out.
+        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+
+
+class OpenVinoSession:
+    """An OpenVINO compiled model behind ONNX Runtime's ``run(output_names, feeds)``."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+
+    def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list:
+        results = self.request.infer(feeds)
+        outputs = self.compiled.outputs
+        names = list(output_names) if output_names else [o.get_any_name() for o in outputs]
+        by_name = {o.get_any_name(): np.array(results[o]) for o in outputs}
+        return [by_name[name] for name in names]
+
+
+class OpenVinoRuntime:
+    """OpenVINO's CPU plugin over the exported ONNX graphs."""
+
+    name = "openvino"
+    module = "openvino"
+    install_hint = "pip install -e .[openvino]"
+    runs_graphs = True
+
+    def encoder(self, source: PathLike, *, threads: int | None = None,
+                cache_dir: Path | None = None, variant: str = "") -> OpenVinoEncoder:
+        return OpenVinoEncoder(source, threads, cache_dir)
+
+    def decoder_session(self, path: Path, *, threads: int | None = None) -> Any:
+        return OpenVinoSession(_openvino_compile(path, threads, None))
+
+
+# --------------------------------------------------------------------------- the table
+
+TORCH = TorchRuntime()
+ONNXRUNTIME = OnnxRuntimeRuntime()
+OPENVINO = OpenVinoRuntime()
+
+# Fastest first, measured on a 2-core AVX-512 CPU at 1024² (issue #7): OpenVINO 0.77 s,
+# ONNX Runtime 0.88 s, PyTorch 0.98 s (fused, channels_last).
+RUNTIMES: dict[str, Runtime] = {rt.name: rt for rt in (OPENVINO, ONNXRUNTIME, TORCH)}
+BACKENDS = tuple(reversed(RUNTIMES))  # ("torch", "onnxruntime", "openvino")
+
+
+def runtime(name: str) -> Runtime:
+    """The runtime called ``name``; imports its package (ImportError with the install hint).
+
+    Raises:
+        ValueError: an unknown name.
+        ImportError: the runtime's package is not installed.
+    """
+    if name not in RUNTIMES:
+        raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {name!r}")
+    found = RUNTIMES[name]
+    require(found.module, found.install_hint)
+    return found
+
+
+def backend_available(name: str) -> bool:
+    """Whether the Python packages behind backend ``name`` are installed.
+
+    Graph runtimes also need ``onnx``: the graphs are exported with it.
+    """
+    if name not in RUNTIMES:
+        raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, got {name!r}")
+    found = RUNTIMES[name]
+    if found.runs_graphs and importlib.util.find_spec("onnx") is None:
+        return False
+    return importlib.util.find_spec(found.module) is not None
+
+
+def available_backends() -> list[str]:
+    """Installed backends, fastest first."""
+    return [name for name in RUNTIMES if backend_available(name)]
+
+
+def default_backend() -> str:
+    """The fastest installed backend (OpenVINO, then ONNX Runtime, then PyTorch)."""
+    return available_backends()[0]
+
+
+def default_decoder_backend() -> str:
+    """The fastest prompt-decoder backend: PyTorch, with ``SamPredictor``'s batched decoder.
+
+    Measured side by side in one ``vos.bench`` run on 2 cores (854x480 frame, box + point +
+    previous logits, 3 candidates; 1 / 8 objects): PyTorch ``BatchedMaskDecoder`` 28 / 154 ms,
+    ONNX Runtime 36 / 325 ms, OpenVINO 52 / 445 ms, PyTorch reference path 57 / 370 ms. The
+    graph decoders run SAM's per-object graph and stay selectable for comparison.
+    """
+    return "torch"

@@ -1,0 +1,117 @@
+"""The model factory: a :class:`~vos.config.ModelConfig` in, the tracker's segmenter out.
+
+Every entry point (the CLI modes, batch workers, ``vos.bench``, live tracking, the web demo)
+builds its model here, so the checkpoint checks, fusion, backend choice, fast modes and ROI
+cropping behave the same everywhere.
+
+Example:
+    >>> cfg = load_config(None, ["model.checkpoint=weights/repvit_sam.pt"])
+    >>> loaded = load_model(cfg.model)
+    >>> segmenter = build_segmenter(cfg.model, loaded)
+    >>> tracker = VideoTracker(segmenter, cfg.tracker, cfg.prompt)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from repvit_sam import Sam, sam_model_registry
+from repvit_sam.build import file_sha256
+from repvit_sam.runtime import build_segmenter as build_runtime_segmenter
+from repvit_sam.segmenter import SegmenterBase
+from vos.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_ENV = "REPVIT_SAM_CHECKPOINT"
+NO_CHECKPOINT = (
+    "no checkpoint given: download the official RepViT-SAM weights with "
+    "`python -m repvit_sam.download --model repvit --dest weights` and pass "
+    "--checkpoint weights/repvit_sam.pt (or set model.checkpoint, or "
+    f"the {CHECKPOINT_ENV} environment variable)"
+)
+
+
+class ModelError(ValueError):
+    """The model of a config cannot be built (no checkpoint, unknown type, bad option)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model built from a config, with what was loaded into it.
+
+    Attributes:
+        model: the model, in eval mode on the config's device (fused if asked).
+        checkpoint: the checkpoint file loaded.
+        checkpoint_sha256: the SHA-256 computed from that file (for ``resolved_config.yaml``).
+    """
+
+    model: Sam
+    checkpoint: str
+    checkpoint_sha256: str
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Reject what would fail at load time, before any expensive work.
+
+    Raises:
+        ModelError: no checkpoint, a missing file, or an unknown model type.
+    """
+    if not cfg.checkpoint:
+        raise ModelError(NO_CHECKPOINT)
+    if not Path(cfg.checkpoint).is_file():
+        raise ModelError(f"--checkpoint {cfg.checkpoint}: no such file. " + NO_CHECKPOINT)
+    if cfg.model_type not in sam_model_registry:
+        raise ModelError(
+            f"model.model_type={cfg.model_type!r}: expected one of "
+            f"{', '.join(sorted(sam_model_registry))}"
+        )
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Build the model of a config: strict checkpoint load, hash check, optional fusion.
+
+    ``checkpoint_sha256`` and ``fuse`` apply to every model type.
+
+    Raises:
+        ModelError: see :func:`check_model_config`.
+        repvit_sam.build.CheckpointError: an unreadable or mismatched checkpoint, or a hash
+            that differs from ``checkpoint_sha256``.
+    """
+    check_model_config(cfg)
+    assert cfg.checkpoint is not None
+    model = sam_model_registry[cfg.model_type](
+        checkpoint=cfg.checkpoint,
+        device=cfg.device,
+        fuse=cfg.fuse,
+        checkpoint_sha256=cfg.checkpoint_sha256,
+    )
+    digest = file_sha256(cfg.checkpoint)
+    logger.info("loaded %s from %s (sha256 %s)", cfg.model_type, cfg.checkpoint, digest[:16])
+    return LoadedModel(model, cfg.checkpoint, digest)
+
+
+def build_segmenter(cfg: ModelConfig, loaded: LoadedModel | None = None) -> SegmenterBase:
+    """The tracker's segmenter of a config: model, backend, fast mode and ROI in one place.
+
+    Args:
+        cfg: the model config.
+        loaded: the config's model when the caller already built it (e.g. to also run the
+            automatic mask generator); None builds it.
+
+    Raises:
+        ModelError: a backend that is not installed, or a fast mode it cannot run.
+    """
+    loaded = loaded or load_model(cfg)
+    try:
+        return build_runtime_segmenter(
+            loaded.model, cfg.backend, mode=cfg.fast_mode, checkpoint=loaded.checkpoint
+        )
+    except ImportError as exc:
+        raise ModelError(f"model.backend={cfg.backend}: {' '.join(str(exc).split())}") from None
+    except ValueError as exc:
+        raise ModelError(
+            f"model.fast_mode={cfg.fast_mode.name}: {' '.join(str(exc).split())}"
+        ) from None
