@@ -33,11 +33,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vos.config import ConfigError, RunConfig, load_config
+from vos.config import RunConfig, load_config
+from vos.io.prompt_input import check_prompts
 from vos.io.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceError, open_source
-from vos.pipeline import PromptError, check_prompts, run_video
-from vos.run import CHECKPOINT_ENV, NO_CHECKPOINT, UsageError, build_predictor
-from vos.types import Prompt
+from vos.models import CHECKPOINT_ENV, NO_CHECKPOINT, build_segmenter
+from vos.pipeline import run_video
+from vos.types import Prompt, PromptError
 
 logger = logging.getLogger("demos.app")
 
@@ -452,13 +453,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.append(f"model.device={args.device}")
     try:
         if args.max_frames is not None and args.max_frames < 1:
-            raise UsageError(f"--max-frames {args.max_frames}: expected >= 1")
+            raise DemoError(f"--max-frames {args.max_frames}: expected >= 1")
         samples_dir = Path(args.samples) if args.samples else None
         if samples_dir is not None and not samples_dir.is_dir():
-            raise UsageError(f"--samples {samples_dir}: no such folder")
+            raise DemoError(f"--samples {samples_dir}: no such folder")
         config = load_config(args.config, overrides)
-        predictor = build_predictor(config)
-    except (UsageError, ConfigError, CheckpointError) as exc:
+        predictor = build_segmenter(config.model)
+    except (ValueError, CheckpointError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="repvit-demo-"))

@@ -156,7 +156,7 @@ def test_blackswan_full_video(data_dir: Path, random_checkpoint: Path, tmp_path:
 
 
 def test_binary_black_and_white_init_mask_is_one_object(tmp_path: Path) -> None:
-    from vos.pipeline import masks_from_png
+    from vos.io.prompt_input import masks_from_png
 
     mask = np.zeros((64, 96), np.uint8)
     mask[10:30, 20:40] = 255
@@ -169,13 +169,12 @@ def test_binary_black_and_white_init_mask_is_one_object(tmp_path: Path) -> None:
 
 def test_default_backend_is_the_fastest_installed_on_cpu(random_checkpoint: Path) -> None:
     """model.backend=auto: OpenVINO > ONNX Runtime > channels-last torch on a CPU device."""
-    from repvit_sam.runtime import BackendSegmenter, default_backend
-    from vos.config import ModelConfig, RunConfig
-    from vos.run import build_predictor, resolve_backend
+    from repvit_sam.runtime import BackendSegmenter, default_backend, resolve_backend
+    from vos.config import ModelConfig
+    from vos.models import build_segmenter
 
     assert ModelConfig().backend == "auto"
-    cfg = RunConfig(model=ModelConfig(checkpoint=str(random_checkpoint)))
-    segmenter = build_predictor(cfg)
+    segmenter = build_segmenter(ModelConfig(checkpoint=str(random_checkpoint)))
     assert isinstance(segmenter, BackendSegmenter)
     assert segmenter.backend == default_backend()
     assert segmenter.decoder_backend == "torch"

@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
@@ -368,7 +367,8 @@ def _is_number_list(value: Any) -> bool:
 
 def _parse_point_sets(value: Any) -> list[tuple[tuple[float, float, int], ...]]:
     """Objects separated by ``|`` of ``x,y[,label]`` points, or a JSON list of point lists."""
-    from vos.pipeline import PromptError, parse_points
+    from vos.io.prompt_input import parse_points
+    from vos.types import PromptError
 
     if isinstance(value, str) and value.strip().startswith("["):
         try:
@@ -520,24 +520,27 @@ class VideoWorker:
         return record
 
     def _run(self, job: VideoJob, options: JobOptions, predictor: Any) -> Any:
+        from vos.io.prompt_input import check_prompts
         from vos.io.sources import open_source
-        from vos.pipeline import check_prompts, run_video
+        from vos.models import checkpoint_digest
+        from vos.pipeline import run_video
 
         output = Path(options.output_root) / job.key
         cfg = dataclasses.replace(
             self.cfg, io=dataclasses.replace(self.cfg.io, source=job.source, output_dir=str(output)))
         with open_source(job.source, backend=options.reader) as source:
             prompts = self._prompts(job, source, options)
-            check_prompts(prompts, source.info.image_hw)
+            prompts = check_prompts(prompts, source.info.image_hw)
             output.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, output / "resolved_config.yaml",
-                        checkpoint_sha256=cfg.model.checkpoint_sha256)
+                        checkpoint_sha256=checkpoint_digest(cfg.model))
             return run_video(source, predictor, prompts, output, cfg, init_frame=job.init_frame,
                              max_frames=job.max_frames, overwrite=options.overwrite,
                              progress=False)
 
     def _prompts(self, job: VideoJob, source: Any, options: JobOptions) -> list[Prompt]:
-        from vos.pipeline import PromptError, masks_from_png
+        from vos.io.prompt_input import masks_from_png
+        from vos.types import PromptError
 
         prompts = [Prompt(box_xyxy=np.array(box, np.float32)) for box in job.boxes]
         for obj in job.points:
@@ -559,10 +562,10 @@ class VideoWorker:
 
 
 def default_predictor_factory(cfg: RunConfig) -> Any:
-    """``vos.run.build_predictor``: a SamPredictor from the config's checkpoint."""
-    from vos.run import build_predictor
+    """The config's segmenter (``vos.models.build_segmenter``)."""
+    from vos.models import build_segmenter
 
-    return build_predictor(cfg)
+    return build_segmenter(cfg.model)
 
 
 # Process-pool workers keep their model here (one per process, built by the initializer).
@@ -646,7 +649,10 @@ def run_batch(
     output_dir = Path(output_dir)
     jobs = read_manifest(Path(manifest_path), max_frames=max_frames)
     output_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, output_dir / "resolved_config.yaml", checkpoint_sha256=cfg.model.checkpoint_sha256)
+    from vos.models import checkpoint_digest
+
+    dump_config(cfg, output_dir / "resolved_config.yaml",
+                checkpoint_sha256=checkpoint_digest(cfg.model))
     options = JobOptions(str(output_dir), overwrite=overwrite, reader=reader,
                          auto_points_per_side=auto_points_per_side, auto_max_masks=auto_max_masks)
     book = _ResultBook(output_dir, jobs, cfg, overwrite=overwrite)
@@ -981,105 +987,6 @@ def _ray_loop(ray: Any, actors: list[Any], new_actor: Callable[[], Any], jobs: l
                 startup = time.perf_counter() - start
             on_result(record)
     return startup
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the batch mode's flags (the common ones are already on ``parser``)."""
-    parser.add_argument("manifest", help="CSV (header video,prompt,...) or JSONL manifest")
-    parser.add_argument("--output", "-o", help="batch results folder (default: outputs/batch)")
-    parser.add_argument("--engine", choices=ENGINES, default="local",
-                        help="local process pool (default) or a Ray cluster")
-    parser.add_argument("--workers", type=int,
-                        help="parallel models (default 1; ray: one per GPU of the cluster)")
-    parser.add_argument("--ray-address", metavar="auto|HOST:PORT",
-                        help="Ray cluster to join (default: start a local Ray)")
-    parser.add_argument("--max-frames", type=int, help="process only the first N frames")
-    parser.add_argument("--retries", type=int, default=2,
-                        help="re-runs of a video whose worker died (default 2)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="recompute every video instead of skipping/resuming")
-    parser.add_argument("--auto-max-masks", type=int, default=20,
-                        help="proposals kept for 'auto' rows without a count (default 20)")
-    parser.add_argument("--auto-points-per-side", type=int, default=32,
-                        help="automatic mask generator grid for 'auto' rows (default 32)")
-    parser.add_argument("--no-png", action="store_true", help="skip the palette PNGs")
-    parser.add_argument("--no-json", action="store_true", help="skip the COCO-RLE JSON")
-    parser.add_argument("--no-video", action="store_true", help="skip the overlay mp4s")
-    parser.add_argument("--reader", choices=("auto", "decord", "opencv"), default="auto",
-                        help="video decoding backend")
-
-
-def run(args: argparse.Namespace, cfg: RunConfig,
-        predictor_factory: PredictorFactory | None = None) -> int:
-    """The ``batch`` mode of ``python -m vos.run``: run, then print the summary table.
-
-    Returns:
-        0 when every video is ok or skipped, 1 when some failed, 130 on Ctrl-C.
-
-    Raises:
-        BatchError, UsageError: one-line user errors (printed by ``vos.run.main``).
-    """
-    import sys
-
-    from vos.run import NO_CHECKPOINT, UsageError
-
-    if predictor_factory is None and not cfg.model.checkpoint:
-        raise UsageError(NO_CHECKPOINT)  # before starting any worker
-    if predictor_factory is None and not Path(cfg.model.checkpoint or "").is_file():
-        raise UsageError(f"--checkpoint {cfg.model.checkpoint}: no such file")
-    if args.engine == "ray":
-        import_ray()
-    cfg = dataclasses.replace(cfg, io=dataclasses.replace(
-        cfg.io, save_png=cfg.io.save_png and not args.no_png,
-        save_json=cfg.io.save_json and not args.no_json,
-        save_video=cfg.io.save_video and not args.no_video))
-    output = Path(args.output or cfg.io.output_dir or "outputs/batch")
-    try:
-        summary = run_batch(
-            Path(args.manifest), output, cfg, engine=args.engine, workers=args.workers,
-            predictor_factory=predictor_factory, max_frames=args.max_frames,
-            overwrite=args.overwrite, reader=args.reader, retries=args.retries,
-            ray_address=args.ray_address, auto_points_per_side=args.auto_points_per_side,
-            auto_max_masks=args.auto_max_masks, progress=not args.quiet)
-    except WorkerInitError as exc:
-        raise UsageError(f"the model cannot be built: {exc}") from None
-    except KeyboardInterrupt:
-        print(f"interrupted: finished videos are listed in {output / RESULTS_JSONL}; "
-              "run the same command again to resume", file=sys.stderr)
-        return 130
-    for line in summary_lines(summary):
-        print(line)
-    return 1 if summary.counts["failed"] else 0
-
-
-def summary_lines(summary: BatchSummary) -> list[str]:
-    """The end-of-batch table: failures first, then counts and throughput."""
-    lines = []
-    failed = [r for r in summary.records if r["status"] == "failed"]
-    if failed:
-        lines.append("failed videos")
-        lines.extend(f"  {r['id']}: {r['error']}" for r in failed)
-    counts = summary.counts
-    rows = [
-        ("videos", f"{counts['ok']} ok, {counts['failed']} failed, "
-                   f"{counts['skipped']} skipped (done before)"),
-        ("frames", f"{summary.frames_processed} processed"),
-        ("engine", f"{summary.engine}, {summary.workers} worker(s), "
-                   f"first result after {summary.startup_seconds:.1f} s"),
-        ("time", f"{summary.seconds:.1f} s"),
-        ("speed", f"{summary.frames_per_second:.2f} frames/s, "
-                  f"{summary.videos_per_minute:.1f} videos/min"),
-        ("overhead", f"{summary.overhead_per_video:.2f} s/video outside run_video"),
-        ("results", str(Path(summary.records[0]["output"]).parent / RESULTS_JSONL)
-         if summary.records else "-"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    lines.append("batch done")
-    lines.extend(f"  {k.ljust(width)}  {v}" for k, v in rows)
-    return lines
 
 
 def _ray_reason(exc: BaseException) -> str:

@@ -46,21 +46,16 @@ import numpy as np
 import torch
 
 from repvit_sam import Sam, SamPredictor, sam_model_registry
-from repvit_sam.backends import (
-    BACKENDS,
-    TORCH_VARIANTS,
-    BackendSegmenter,
-    FastMode,
-    available_backends,
-    preprocess,
-)
 from repvit_sam.build import CheckpointError
+from repvit_sam.runtime import BackendSegmenter, FastMode, RoiSegmenter, available_backends
+from repvit_sam.runtime.preprocess import preprocess
+from repvit_sam.runtime.runners import BACKENDS, TORCH_VARIANTS
+from repvit_sam.segmenter import SegmenterWrapper
 from repvit_sam.utils.malloc import MALLOC_ENV, retain_freed_memory
 from vos.config import IOConfig, PromptConfig, RunConfig, TrackerConfig
 from vos.io.sources import FrameSource, SourceInfo
 from vos.matching import mask_iou
 from vos.prompts import mask_to_box
-from vos.roi import RoiSegmenter, split_roi_mode
 from vos.tracker import VideoTracker
 from vos.types import Prompt
 
@@ -457,11 +452,11 @@ def bench_loop(
     logger.info("loop %s", row)
 
 
-class _Recorder:
+class _Recorder(SegmenterWrapper):
     """A segmenter wrapper that keeps every embedding it computes, in order."""
 
     def __init__(self, inner: BackendSegmenter, known: dict[int, Any] | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.known = known or {}
         self.embeddings: list[Any] = []
         self.encode_s: list[float] = []
@@ -472,9 +467,6 @@ class _Recorder:
         self.encode_s.append(time.perf_counter() - start)
         self.embeddings.append(embedding)
         return embedding
-
-    def decode(self, embedding: Any, **kwargs: Any) -> Any:
-        return self.inner.decode(embedding, **kwargs)
 
 
 def _track(
@@ -874,7 +866,7 @@ def main(argv: list[str] | None = None) -> int:
 
     modes = _csv(args.modes)
     for text in modes:
-        FastMode.parse(split_roi_mode(text)[1])  # a bad mode fails here, before any timing
+        FastMode.parse(text)  # a bad mode fails here, before any timing
     # int8 runs on ONNX Runtime first: its QDQ kernels measured 0.36 s against OpenVINO's
     # 0.63 s on the same quantised graph (1024x576, 2 cores).
     graph_backend = next((b for b in ("onnxruntime", "openvino") if b in backends), None)
@@ -882,8 +874,8 @@ def main(argv: list[str] | None = None) -> int:
     decoder = _best_decoder(report) or default
 
     def segmenter(model: Sam, checkpoint: str | None, text: str) -> Any:
-        roi, inner_text = split_roi_mode(text)
-        mode = FastMode.parse(inner_text)
+        roi_mode = FastMode.parse(text)
+        roi, mode = roi_mode.roi, roi_mode.without_roi()
         backend = default
         if mode.int8:
             if graph_backend is None:
@@ -976,7 +968,7 @@ def compare_malloc(
 
 def mode_name(segmenter: Any) -> str:
     """A segmenter's fast mode as text (``exact``, ``size512+nopad``, ``roi+size512``)."""
-    return getattr(segmenter, "mode_name", None) or segmenter.mode.name
+    return segmenter.mode.name
 
 
 def _best_decoder(report: Report) -> str | None:

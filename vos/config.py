@@ -261,7 +261,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         try:
             return FastMode.parse(value)
         except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{where}={value}: {exc}") from None
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")

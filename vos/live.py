@@ -32,9 +32,7 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import enum
-import json
 import logging
 import os
 import sys
@@ -42,15 +40,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
-from vos.config import PromptConfig, RunConfig, TrackerConfig
-from vos.io.sinks import ResultSink, draw_overlay, write_text_atomic
+from vos.config import PromptConfig, TrackerConfig
+from vos.io.sinks import ResultSink, draw_overlay
 from vos.io.sources import FrameSource, SourceInfo, open_source
 from vos.tracker import Segmenter, VideoTracker
 from vos.types import FrameResult, Prompt
@@ -846,132 +844,6 @@ def frame_name(index: int) -> str:
     return f"{index:06d}"
 
 
-# ---------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``webcam`` mode's flags to its sub-parser."""
-    parser.add_argument("--camera", default="0",
-                        help="camera index (default 0), stream URL, or a video file / frame "
-                             "folder played as a live camera")
-    parser.add_argument("--no-window", action="store_true",
-                        help="headless: no window; write the outputs and print a summary")
-    parser.add_argument("--output", "-o",
-                        help="results folder (default: outputs/webcam/<date-time>)")
-    parser.add_argument("--record", action="store_true",
-                        help="write every processed frame's masks and the overlay mp4 "
-                             "(implied by --no-window, which follows io.save_*)")
-    parser.add_argument("--max-frames", type=int, help="stop after N processed frames")
-    parser.add_argument("--init-box", action="append", default=[], metavar="X0,Y0,X1,Y1",
-                        help="an object on the first frame, by its box (repeat for more)")
-    parser.add_argument("--init-points", action="append", default=[], metavar="'X,Y[,L] ...'",
-                        help="an object on the first frame, by points (repeat for more)")
-    parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
-                        help="for a video file: play at its fps and drop the frames that "
-                             "arrive while the model is busy (default), or process every frame")
-
-
-def _prompts_from(args: argparse.Namespace, image_hw: tuple[int, int]) -> list[Prompt]:
-    from vos.pipeline import check_prompts, parse_box, parse_points
-
-    prompts = [Prompt(box_xyxy=parse_box(text)) for text in args.init_box]
-    for text in args.init_points:
-        points, labels = parse_points(text)
-        prompts.append(Prompt(points_xy=points, point_labels=labels))
-    if prompts:
-        check_prompts(prompts, image_hw)
-    return prompts
-
-
-def _check_output(output: Path) -> None:
-    for sub in ("masks", "json"):
-        folder = output / sub
-        if folder.is_dir() and any(folder.iterdir()):
-            raise LiveError(f"--output {output}: holds results of an earlier run ({sub}/ is not "
-                            "empty); choose another folder")
-
-
-def run(args: argparse.Namespace, cfg: RunConfig, build_predictor: Callable[[RunConfig], Any]) -> int:
-    """The ``webcam`` mode of ``python -m vos.run``; returns the exit status.
-
-    Args:
-        args: parsed flags (see :func:`add_arguments`).
-        cfg: the resolved run config.
-        build_predictor: builds the segmenter (``SamPredictor``) of a config.
-
-    Raises:
-        LiveError, SourceError, PromptError: user errors, printed as one line by the CLI.
-    """
-    from vos.config import dump_config
-
-    if args.max_frames is not None and args.max_frames < 1:
-        raise LiveError(f"--max-frames {args.max_frames}: expected >= 1")
-    if not args.no_window:
-        check_display()  # before the model loads: minutes on a slow machine
-    record = args.record or args.no_window
-    output_text = args.output or cfg.io.output_dir
-    output = Path(output_text) if output_text else (
-        Path("outputs") / "webcam" / time.strftime("%Y%m%d-%H%M%S"))
-    if record:
-        _check_output(output)
-    camera = open_camera(args.camera, realtime=args.realtime)
-    window: LiveWindow | None = None
-    recorder: ResultSink | None = None
-    app: LiveApp | None = None
-    interrupted = False
-    try:
-        prompts = _prompts_from(args, camera.info.image_hw)
-        if args.no_window and not prompts:
-            print("note: no --init-box/--init-points: nothing will be tracked", file=sys.stderr)
-        predictor = build_predictor(cfg)
-        if record:
-            cfg = replace(cfg, io=replace(cfg.io, source=args.camera, output_dir=str(output),
-                                          save_video=cfg.io.save_video or args.record))
-            output.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, output / "resolved_config.yaml",
-                        checkpoint_sha256=cfg.model.checkpoint_sha256)
-            recorder = ResultSink(output, camera.info.image_hw, camera.info.fps,
-                                  save_png=cfg.io.save_png, save_json=cfg.io.save_json,
-                                  save_video=cfg.io.save_video)
-        session = LiveSession(predictor, cfg.tracker, cfg.prompt, seed=cfg.seed)
-        drawer = PromptDrawer(camera.info.image_hw)
-        if not args.no_window:
-            window = LiveWindow(on_mouse=drawer.on_mouse)
-            print("mouse: drag a box or click to add an object; shift+click / right-click "
-                  "collect +/- points, Enter adds them\nkeys: r reset, d/x remove last, "
-                  "p pause, s save masks, q/Esc quit", file=sys.stderr)
-        app = LiveApp(camera, session, window=window, recorder=recorder,
-                      snapshot_dir=output / SNAPSHOT_DIR, max_frames=args.max_frames,
-                      init_prompts=prompts, drawer=drawer)
-        app.run()
-    except KeyboardInterrupt:
-        interrupted = True  # Ctrl-C: close everything below, keep what was written
-    finally:
-        if window is not None:
-            window.close()
-        camera.close()
-        if recorder is not None:
-            recorder.close()
-    if app is None:
-        print("interrupted before the first frame", file=sys.stderr)
-        return 130
-    stats = app.stats
-    rows = [("camera", f"{camera.info.name} ({camera.info.image_hw[1]}x{camera.info.image_hw[0]}, "
-                       f"{camera.info.fps:g} fps{', real time' if camera.drop_stale else ''})"),
-            ("frames", f"{stats.frames_captured} captured, {stats.frames_processed} processed, "
-                       f"{stats.frames_dropped} dropped"),
-            ("speed", f"{stats.fps:.2f} frames/s over {stats.active_seconds:.1f} s"),
-            ("latency", f"median {stats.latency_ms(50):.0f} ms, p95 {stats.latency_ms(95):.0f} ms"
-                        " (capture -> result)")]
-    if recorder is not None or app.snapshots_saved:
-        rows.append(("output", str(output)))
-    if recorder is not None:
-        write_text_atomic(output / SUMMARY_NAME, json.dumps(stats.as_dict(), indent=2))
-    width = max(len(k) for k, _ in rows)
-    print("interrupted" if interrupted else "done")
-    for key, value in rows:
-        print(f"  {key.ljust(width)}  {value}")
-    return 130 if interrupted else 0
-
-
 __all__ = [
     "Action",
     "CapturedFrame",
@@ -984,11 +856,9 @@ __all__ = [
     "LiveStats",
     "LiveWindow",
     "PromptDrawer",
-    "add_arguments",
     "check_display",
     "frame_name",
     "key_to_action",
     "open_camera",
     "render_view",
-    "run",
 ]

@@ -14,8 +14,10 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from repvit_sam import Sam, sam_model_registry
 from repvit_sam.build import file_sha256
@@ -51,6 +53,10 @@ class LoadedModel:
     model: Sam
     checkpoint: str
     checkpoint_sha256: str
+
+
+# What the entry points call to get a segmenter; tests and batch workers may pass their own.
+SegmenterFactory = Callable[[ModelConfig], Any]
 
 
 def check_model_config(cfg: ModelConfig) -> None:
@@ -91,6 +97,14 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     digest = file_sha256(cfg.checkpoint)
     logger.info("loaded %s from %s (sha256 %s)", cfg.model_type, cfg.checkpoint, digest[:16])
     return LoadedModel(model, cfg.checkpoint, digest)
+
+
+def checkpoint_digest(cfg: ModelConfig) -> str | None:
+    """SHA-256 of the config's checkpoint file, as computed when it was loaded (cached per
+    path, size and mtime, so asking again costs nothing); None without a checkpoint file."""
+    if not cfg.checkpoint or not Path(cfg.checkpoint).is_file():
+        return None
+    return file_sha256(cfg.checkpoint)
 
 
 def build_segmenter(cfg: ModelConfig, loaded: LoadedModel | None = None) -> SegmenterBase:

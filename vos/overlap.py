@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from repvit_sam.segmenter import SegmenterWrapper
 from vos.io.sources import FrameSource
 
 
-class EncodeAhead:
+class EncodeAhead(SegmenterWrapper):
     """A segmenter whose ``encode`` results are computed ahead, on one worker thread.
 
     Frames are encoded in the order they are read. An embedding is handed out once; frames
@@ -39,7 +40,7 @@ class EncodeAhead:
     is asked for, and at most ``max_pending`` frames are held, oldest dropped first.
 
     Args:
-        segmenter: anything with ``encode(frame)`` and ``decode(embedding, **prompts)``.
+        segmenter: the segmenter whose ``encode`` runs ahead (``decode`` passes through).
         max_pending: frames encoded (or queued) ahead of the consumer at most. Keep it above
             the read-ahead of any prefetching in between (``vos.io.sources.prefetch`` reads 4
             ahead), or needed frames are dropped and encoded again on demand.
@@ -48,7 +49,7 @@ class EncodeAhead:
     def __init__(self, segmenter: Any, max_pending: int = 8) -> None:
         if max_pending < 2:
             raise ValueError(f"max_pending: expected >= 2, got {max_pending}")
-        self.segmenter = segmenter
+        super().__init__(segmenter)
         self.max_pending = max_pending
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode-ahead")
         # id(frame) -> (frame, future), in reading order. The frame itself is kept so that
@@ -63,7 +64,7 @@ class EncodeAhead:
         with self._lock:
             if id(frame) in self._pending:
                 return
-            self._pending[id(frame)] = (frame, self._executor.submit(self.segmenter.encode, frame))
+            self._pending[id(frame)] = (frame, self._executor.submit(self.inner.encode, frame))
             while len(self._pending) > self.max_pending:
                 self._pending.popitem(last=False)[1][1].cancel()
 
@@ -96,13 +97,9 @@ class EncodeAhead:
                         value[1].cancel()  # read before this frame and never asked for
         if entry is None:
             self.misses += 1
-            return self.segmenter.encode(image)
+            return self.inner.encode(image)
         self.hits += 1
         return entry[1].result()
-
-    def decode(self, embedding: Any, **prompts: Any) -> Any:
-        """``decode`` of the wrapped segmenter, on the calling thread."""
-        return self.segmenter.decode(embedding, **prompts)
 
     def close(self) -> None:
         """Cancel pending encodes and stop the worker thread."""

@@ -17,21 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from vos.config import RunConfig
-from vos.io.davis_png import read_palette_png
-from vos.io.sinks import ResultSink, completed_frames, load_index_mask, write_text_atomic
+from repvit_sam.segmenter import DecodePrompts, MaskPrediction, SegmenterWrapper
+from vos.config import RunConfig, config_to_dict
+from vos.io.atomic import write_text_atomic
+from vos.io.prompt_input import check_prompts
+from vos.io.sinks import ResultSink, completed_frames, load_index_mask
 from vos.io.sources import FrameSource, SourceError, prefetch
 from vos.tracker import VideoTracker
-from vos.types import FrameResult, Prompt
+from vos.types import FrameResult, Prompt, PromptError, TrackerState
 
 logger = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"
 SUMMARY = "summary.json"
-
-
-class PromptError(ValueError):
-    """An initial prompt does not fit the video."""
 
 
 class OutputConflictError(ValueError):
@@ -52,11 +50,11 @@ class StageTimer:
         return {k: 1000.0 * v / max(num_frames, 1) for k, v in self.totals.items()}
 
 
-class TimedSegmenter:
+class TimedSegmenter(SegmenterWrapper):
     """Wraps a segmenter and accounts the time of ``encode`` and ``decode`` calls."""
 
     def __init__(self, inner: Any, timer: StageTimer) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.timer = timer
 
     def encode(self, image: np.ndarray) -> Any:
@@ -66,99 +64,12 @@ class TimedSegmenter:
         finally:
             self.timer.add("encode", time.perf_counter() - start)
 
-    def decode(self, embedding: Any, **kwargs: Any) -> Any:
+    def decode_prompts(self, embedding: Any, prompts: DecodePrompts) -> MaskPrediction:
         start = time.perf_counter()
         try:
-            return self.inner.decode(embedding, **kwargs)
+            return self.inner.decode(embedding, prompts)
         finally:
             self.timer.add("decode masks", time.perf_counter() - start)
-
-
-def parse_box(text: str) -> np.ndarray:
-    """``"x0,y0,x1,y1"`` -> (4,) float32 box in frame pixels."""
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 4:
-        raise PromptError(f"--init-box {text!r}: expected x0,y0,x1,y1 (four numbers)")
-    return np.array(values, np.float32)
-
-
-def parse_points(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """``"x,y[,label] x,y[,label] ..."`` -> (P, 2) points and (P,) labels (default 1)."""
-    points, labels = [], []
-    for token in text.replace(";", " ").split():
-        parts = token.split(",")
-        try:
-            numbers = [float(p) for p in parts]
-        except ValueError:
-            numbers = []
-        if len(numbers) not in (2, 3) or (len(numbers) == 3 and numbers[2] not in (0.0, 1.0)):
-            raise PromptError(
-                f"--init-points {text!r}: expected 'x,y[,label] ...' with label 0 or 1"
-            )
-        points.append(numbers[:2])
-        labels.append(int(numbers[2]) if len(numbers) == 3 else 1)
-    if not points:
-        raise PromptError(f"--init-points {text!r}: no points given")
-    return np.array(points, np.float32), np.array(labels, np.int64)
-
-
-def masks_from_png(path: Path, image_hw: tuple[int, int]) -> list[Prompt]:
-    """One mask prompt per object id of an index/palette PNG (or a binary mask: id 1)."""
-    if not path.exists():
-        raise PromptError(f"--init-mask {path}: no such file")
-    try:
-        index = read_palette_png(path)
-    except ValueError:
-        import cv2
-
-        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if gray is None:
-            raise PromptError(f"--init-mask {path}: not a readable image") from None
-        index = (gray > 127).astype(np.uint8)
-    if index.shape != image_hw:
-        raise PromptError(
-            f"--init-mask {path}: size {index.shape[1]}x{index.shape[0]} differs from the "
-            f"video's {image_hw[1]}x{image_hw[0]}"
-        )
-    values = {int(v) for v in np.unique(index)}
-    if values == {0, 255} or values == {255}:
-        # A plain black-and-white mask (0/255), not a DAVIS map whose 255 means "void".
-        index = (index == 255).astype(np.uint8)
-    ids = [int(i) for i in np.unique(index) if i not in (0, 255)]
-    if not ids:
-        raise PromptError(f"--init-mask {path}: the mask is empty (no object pixels)")
-    return [Prompt(mask=index == i, obj_id=i) for i in ids]
-
-
-def check_prompts(prompts: Sequence[Prompt], image_hw: tuple[int, int]) -> None:
-    """Reject prompts that cannot apply to a frame of this size (before loading a model)."""
-    h, w = image_hw
-    if not prompts:
-        raise PromptError("no initial prompt: give --init-box, --init-points or --init-mask")
-    for prompt in prompts:
-        if prompt.box_xyxy is not None:
-            x0, y0, x1, y1 = (float(v) for v in prompt.box_xyxy)
-            if not (x0 < x1 and y0 < y1):
-                raise PromptError(
-                    f"--init-box {x0:g},{y0:g},{x1:g},{y1:g}: expected x0 < x1 and y0 < y1"
-                )
-            if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                raise PromptError(
-                    f"--init-box {x0:g},{y0:g},{x1:g},{y1:g}: outside the {w}x{h} frame"
-                )
-        if prompt.points_xy is not None:
-            pts = prompt.points_xy
-            if (pts < 0).any() or (pts[:, 0] >= w).any() or (pts[:, 1] >= h).any():
-                raise PromptError(f"--init-points: a point lies outside the {w}x{h} frame")
-            if (
-                prompt.box_xyxy is None
-                and prompt.point_labels is not None
-                and not (prompt.point_labels == 1).any()
-            ):
-                raise PromptError("--init-points: each object needs at least one positive point")
 
 
 def _fingerprint(source: str, prompts: Sequence[Prompt], config: RunConfig) -> str:
@@ -169,8 +80,7 @@ def _fingerprint(source: str, prompts: Sequence[Prompt], config: RunConfig) -> s
         for value in (prompt.mask, prompt.box_xyxy, prompt.points_xy, prompt.point_labels):
             digest.update(b"-" if value is None else np.ascontiguousarray(value).tobytes())
         digest.update(str(prompt.obj_id).encode())
-    relevant = {"model": asdict(config.model), "prompt": asdict(config.prompt),
-                "tracker": asdict(config.tracker)}
+    relevant = {key: config_to_dict(getattr(config, key)) for key in ("model", "prompt", "tracker")}
     digest.update(json.dumps(relevant, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -292,25 +202,14 @@ def run_video(
         bar = tqdm(total=num_frames, initial=0, unit="frame", disable=not progress,
                    desc=Path(info.name).name, dynamic_ncols=True)
         try:
-            for frame_idx, frame in enumerate(frames):
-                if frame_idx < resume_from - 1:
-                    sink.replay(names[frame_idx], frame)
-                    bar.update(1)
-                    continue
+            for frame_idx, frame in zip(range(resume_from), frames, strict=False):
+                sink.replay(names[frame_idx], frame)
+                bar.update(1)
                 if frame_idx == resume_from - 1:
-                    sink.replay(names[frame_idx], frame)
-                    _restore(tracker, frame, output_dir, names[frame_idx], frame_idx)
-                    bar.update(1)
-                    continue
-                result = tracker.step(frame)
-                if frame_idx == init_frame:
-                    for prompt in prompts:
-                        tracker.add_object(mask=prompt.mask, box_xyxy=prompt.box_xyxy,
-                                           points_xy=prompt.points_xy,
-                                           point_labels=prompt.point_labels, obj_id=prompt.obj_id)
-                    result = tracker.result()
+                    _restore(tracker, frame, output_dir, names[frame_idx], frame_idx, config.seed)
+            for result in tracker.track(frames, {init_frame: prompts}):
                 write_start = time.perf_counter()
-                sink.write(names[frame_idx], frame, result)
+                sink.write(names[result.frame_idx], tracker.state.frame, result)
                 timer.add("write (queue)", time.perf_counter() - write_start)
                 accumulate_object_stats(object_stats, result)
                 processed += 1
@@ -344,13 +243,12 @@ def run_video(
 
 
 def _restore(tracker: VideoTracker, frame: np.ndarray, output_dir: Path, name: str,
-             frame_idx: int) -> None:
-    """Re-create the tracker's objects from a completed frame's PNG."""
+             frame_idx: int, seed: int) -> None:
+    """Re-create the tracker's objects on a completed frame from its written masks."""
     index = load_index_mask(output_dir, name, (frame.shape[0], frame.shape[1]))
-    tracker.state.frame_idx = frame_idx - 1
-    tracker.step(frame)
-    for obj_id in (int(i) for i in np.unique(index) if i != 0):
-        tracker.add_object(mask=index == obj_id, obj_id=obj_id)
+    tracker.restore(TrackerState(frame_idx=frame_idx - 1, rng=np.random.default_rng(seed)))
+    tracker.step(frame, [Prompt(mask=index == obj_id, obj_id=obj_id)
+                         for obj_id in (int(i) for i in np.unique(index) if i != 0)])
 
 
 def accumulate_object_stats(stats: dict[int, dict[str, float]], result: FrameResult) -> None:

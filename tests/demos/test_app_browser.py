@@ -70,7 +70,7 @@ def write_clip(path: Path, num_frames: int = 3, hw: tuple[int, int] = (96, 128))
 
 def test_no_checkpoint_refuses_to_start(demo_app: ModuleType, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from vos.run import CHECKPOINT_ENV, NO_CHECKPOINT
+    from vos.models import CHECKPOINT_ENV, NO_CHECKPOINT
 
     monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
     assert demo_app.main(["--port", "0"]) == 2
@@ -94,14 +94,14 @@ def server(demo_app: ModuleType, random_checkpoint: Path,
     from werkzeug.serving import make_server
 
     from vos.config import load_config
-    from vos.run import build_predictor
+    from vos.models import build_segmenter
 
     root = tmp_path_factory.mktemp("demo")
     samples = root / "samples"
     samples.mkdir()
     clip = write_clip(samples / "clip.mp4")
     config = load_config(None, [f"model.checkpoint={random_checkpoint}"])
-    state = demo_app.DemoState(build_predictor(config), config, root / "work",
+    state = demo_app.DemoState(build_segmenter(config.model), config, root / "work",
                                demo_app.find_samples(samples))
     httpd = make_server("127.0.0.1", 0, demo_app.create_app(state), threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

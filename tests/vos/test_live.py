@@ -22,7 +22,7 @@ import torch
 
 from repvit_sam.segmenter import DecodePrompts, SegmenterBase
 from vos import live
-from vos.config import load_config
+from vos.cli import webcam
 from vos.io.sinks import OVERLAY_NAME, ResultSink
 from vos.io.sources import SourceError, SourceInfo
 from vos.live import (
@@ -369,7 +369,7 @@ def test_window_needs_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # ---------------------------------------------------------------------------- CLI
 def _webcam_args(*extra: str):
-    from vos.run import build_parser
+    from vos.cli import build_parser
 
     return build_parser().parse_args(["webcam", *extra])
 
@@ -380,7 +380,7 @@ def test_cli_headless_writes_outputs_and_a_summary(clip: Path, tmp_path: Path,
     args = _webcam_args("--camera", str(clip), "--no-window", "--output", str(out),
                         "--init-box", ",".join(str(int(v)) for v in start_box()),
                         "--max-frames", "6")
-    code = live.run(args, load_config(None), lambda cfg: BrightSegmenter(encode_s=0.02))
+    code = webcam.run(args, segmenter_factory=lambda cfg: BrightSegmenter(encode_s=0.02))
     assert code == 0
     printed = capsys.readouterr().out
     assert "6 processed" in printed and "latency" in printed and "median" in printed
@@ -389,7 +389,7 @@ def test_cli_headless_writes_outputs_and_a_summary(clip: Path, tmp_path: Path,
     assert (out / "live_summary.json").is_file() and (out / "resolved_config.yaml").is_file()
     # A second run into the same folder would mix two sessions' frames.
     with pytest.raises(LiveError, match="earlier run"):
-        live.run(args, load_config(None), lambda cfg: BrightSegmenter())
+        webcam.run(args, segmenter_factory=lambda cfg: BrightSegmenter())
 
 
 @pytest.mark.parametrize(

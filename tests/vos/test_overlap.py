@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from repvit_sam.segmenter import DecodePrompts
 from vos.io.sources import FrameSource, SourceInfo
 from vos.overlap import EncodeAhead
 
@@ -27,7 +28,7 @@ class FakeSegmenter:
             self.encoded.append(int(image[0, 0, 0]))
         return int(image[0, 0, 0]), threading.current_thread().name
 
-    def decode(self, embedding: Any, **prompts: Any) -> tuple[Any, dict]:
+    def decode(self, embedding: Any, prompts: DecodePrompts) -> tuple[Any, DecodePrompts]:
         return embedding, prompts
 
 
@@ -69,7 +70,8 @@ def test_skipped_frames_are_dropped_and_unknown_frames_encoded_now() -> None:
         outsider = np.full((4, 6, 3), 9, np.uint8)
         value, thread = ahead.encode(outsider)
         assert value == 9 and thread == threading.current_thread().name
-        assert ahead.decode("emb", boxes_xyxy=1) == ("emb", {"boxes_xyxy": 1})
+        prompts = DecodePrompts.of(boxes_xyxy=np.zeros((1, 4)))
+        assert ahead.decode("emb", prompts) == ("emb", prompts)  # on the caller, unchanged
 
 
 def test_pending_frames_are_bounded() -> None:

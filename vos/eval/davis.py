@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from vos.eval.datasets import DavisLayout
 from vos.io.atomic import write_text_atomic
 from vos.io.davis_png import read_palette_png
 
@@ -289,39 +289,6 @@ def evaluate_sequence(
     return j, f
 
 
-def _sequence_names(davis_root: Path, split: str, sequences: Sequence[str] | None) -> list[str]:
-    if not davis_root.is_dir():
-        raise ValueError(f"DAVIS root not found: {davis_root}")
-    imageset = davis_root / "ImageSets" / "2017" / f"{split}.txt"
-    if not imageset.is_file():
-        raise ValueError(f"DAVIS root {davis_root} lacks the sequence list {imageset}")
-    annotations = davis_root / "Annotations" / "480p"
-    if not annotations.is_dir():
-        raise ValueError(f"DAVIS root {davis_root} lacks the annotation folder {annotations}")
-    if sequences is not None:
-        return list(sequences)
-    names = [line.strip() for line in imageset.read_text().splitlines()]
-    return [name for name in names if name]
-
-
-def _frame_names(davis_root: Path, seq: str) -> list[str]:
-    """Sorted GT frame stems of a sequence, checked against its JPEG folder."""
-    images = davis_root / "JPEGImages" / "480p" / seq
-    masks = davis_root / "Annotations" / "480p" / seq
-    num_images = len(list(images.glob("*.jpg"))) if images.is_dir() else 0
-    if num_images == 0:
-        raise ValueError(f"no JPEG frames for sequence {seq!r} in {images}")
-    stems = sorted(path.stem for path in masks.glob("*.png")) if masks.is_dir() else []
-    if len(stems) < num_images:
-        # The official loader would pad with placeholders and crash on them.
-        raise ValueError(
-            f"sequence {seq!r}: {len(stems)} annotation PNGs in {masks} for {num_images} frames"
-        )
-    if len(stems) < 3:
-        raise ValueError(f"sequence {seq!r}: needs >= 3 annotated frames, found {len(stems)}")
-    return stems
-
-
 def _read_stack(paths: list[Path]) -> np.ndarray:
     first = read_palette_png(paths[0])
     stack = np.empty((len(paths), *first.shape), dtype=np.uint8)
@@ -361,9 +328,9 @@ def evaluate_results(
         ValueError: The root layout is incomplete, a result PNG is missing or unreadable, has
             a different size than the GT, or uses an object id absent from the first GT frame.
     """
-    davis_root = Path(davis_root)
+    layout = DavisLayout(davis_root, split)
     results_dir = Path(results_dir)
-    names = _sequence_names(davis_root, split, sequences)
+    names = layout.sequences(sequences)
     if not results_dir.is_dir():
         raise ValueError(f"results folder not found: {results_dir}")
 
@@ -371,8 +338,8 @@ def evaluate_results(
     per_frame_j: dict[str, np.ndarray] = {}
     per_frame_f: dict[str, np.ndarray] = {}
     for seq in names:
-        stems = _frame_names(davis_root, seq)
-        gt_dir = davis_root / "Annotations" / "480p" / seq
+        stems = layout.annotated_frames(seq)
+        gt_dir = layout.annotations_dir(seq)
         gt_all = _read_stack([gt_dir / f"{stem}.png" for stem in stems])
         gt_all[gt_all == VOID_ID] = 0
         num_objects = int(gt_all[0].max())

@@ -12,10 +12,11 @@ Both are resumable: a sequence whose completion marker exists is not recomputed.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,21 +24,20 @@ from typing import Any
 import numpy as np
 
 from vos.config import PromptConfig, TrackerConfig
+from vos.eval.datasets import DatasetError, DavisLayout, vis_videos
 from vos.eval.davis import DavisScores, evaluate_results, plot_per_object, write_official_csvs
+from vos.io.atomic import write_text_atomic
 from vos.io.davis_png import read_palette_png, write_palette_png
-from vos.io.sinks import encode_rle, write_text_atomic
+from vos.io.sinks import encode_rle
 from vos.io.sources import ImageFolderSource, prefetch, read_rgb
 from vos.pipeline import accumulate_object_stats
 from vos.tracker import VideoTracker
+from vos.types import Prompt
 
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = ".complete.json"
 UVO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-class DatasetError(ValueError):
-    """A dataset root or annotation file does not have the expected layout."""
 
 
 @dataclass
@@ -50,42 +50,22 @@ class SequenceTiming:
     skipped: bool
 
 
-def davis_sequences(root: Path, split: str, sequences: Sequence[str] | None) -> list[str]:
-    """The sequences to run, validated against the DAVIS root layout."""
-    for sub in ("JPEGImages/480p", "Annotations/480p"):
-        if not (root / sub).is_dir():
-            raise DatasetError(f"{root}: not a DAVIS root (missing {sub}/)")
-    if sequences:
-        names = list(sequences)
-    else:
-        listing = root / "ImageSets" / "2017" / f"{split}.txt"
-        if not listing.exists():
-            raise DatasetError(f"{root}: not a DAVIS root (missing ImageSets/2017/{split}.txt)")
-        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
-    for name in names:
-        if not (root / "JPEGImages/480p" / name).is_dir():
-            raise DatasetError(f"{root}: sequence {name!r} has no JPEGImages/480p/{name}/")
-    return names
-
-
 def run_davis(
-    root: Path,
+    layout: DavisLayout,
     output_dir: Path,
     make_tracker: Callable[[], VideoTracker],
     *,
-    split: str = "val",
     sequences: Sequence[str] | None = None,
     progress: bool = True,
 ) -> tuple[DavisScores, list[SequenceTiming]]:
     """Track every DAVIS sequence from its first-frame masks, write and score the results.
 
     Args:
-        root: DAVIS 2017 root (``JPEGImages/480p``, ``Annotations/480p``, ``ImageSets``).
+        layout: the DAVIS 2017 root and split.
         output_dir: results folder, ``<output_dir>/<seq>/<frame>.png`` (official layout);
             CSVs, ``scores.json`` and ``per_object_jf.png`` go beside them.
         make_tracker: builds a fresh tracker per sequence.
-        split: ImageSets split (when ``sequences`` is None).
-        sequences: run only these.
+        sequences: run only these (default: the split's list).
         progress: show progress bars.
 
     Returns:
@@ -93,7 +73,7 @@ def run_davis(
     """
     from tqdm import tqdm
 
-    names = davis_sequences(root, split, sequences)
+    names = davis_sequences(layout, sequences)
     timings = []
     for name in tqdm(names, desc="DAVIS sequences", unit="seq", disable=not progress):
         seq_dir = output_dir / name
@@ -102,8 +82,8 @@ def run_davis(
             record = json.loads(marker.read_text())
             timings.append(SequenceTiming(name, record["frames"], record["seconds"], True))
             continue
-        source = ImageFolderSource(root / "JPEGImages/480p" / name)
-        first_png = root / "Annotations/480p" / name / f"{source.paths[0].stem}.png"
+        source = ImageFolderSource(layout.images_dir(name))
+        first_png = layout.annotations_dir(name) / f"{source.paths[0].stem}.png"
         if not first_png.exists():
             raise DatasetError(f"{first_png}: the first-frame annotation is missing")
         first = read_palette_png(first_png)
@@ -112,44 +92,29 @@ def run_davis(
         obj_ids = [int(i) for i in np.unique(first) if i not in (0, 255)]
         if not obj_ids:
             raise DatasetError(f"{first_png}: no object in the first-frame annotation")
-        tracker = make_tracker()
+        prompts = {0: [Prompt(mask=first == obj_id, obj_id=obj_id) for obj_id in obj_ids]}
         start = time.perf_counter()
-        frames = prefetch(source.frames())
-        for frame_idx, frame in enumerate(
-            tqdm(frames, total=source.info.num_frames, desc=name, unit="frame", leave=False,
-                 disable=not progress)
-        ):
-            result = tracker.step(frame)
-            if frame_idx == 0:
-                for obj_id in obj_ids:
-                    tracker.add_object(mask=first == obj_id, obj_id=obj_id)
-                result = tracker.result()
-            write_palette_png(seq_dir / f"{source.paths[frame_idx].stem}.png",
+        frames = tqdm(prefetch(source.frames()), total=source.info.num_frames, desc=name,
+                      unit="frame", leave=False, disable=not progress)
+        for result in make_tracker().track(frames, prompts):
+            write_palette_png(seq_dir / f"{source.paths[result.frame_idx].stem}.png",
                               result.to_index_mask("lower_id_wins"))
         seconds = time.perf_counter() - start
         frames_done = source.info.num_frames or 0
         write_text_atomic(marker, json.dumps({"frames": frames_done, "seconds": seconds}))
         timings.append(SequenceTiming(name, frames_done, seconds, False))
-    scores = evaluate_results(root, output_dir, split, names)
+    scores = evaluate_results(layout.root, output_dir, layout.split, names)
     write_official_csvs(scores, output_dir)
     plot_per_object(scores, output_dir / "per_object_jf.png")
     return scores, timings
 
 
-def uvo_videos(gt: dict, frames_root: Path) -> list[dict]:
-    """Validated video records of a YouTube-VIS/UVO annotation file."""
-    videos = gt.get("videos") if isinstance(gt, dict) else None
-    if not isinstance(videos, list) or not videos:
-        raise DatasetError("annotations: expected a YouTube-VIS JSON with a 'videos' list")
-    for video in videos:
-        if not {"id", "file_names", "height", "width"} <= set(video):
-            raise DatasetError(
-                f"annotations: video {video.get('id')!r} lacks id/file_names/height/width"
-            )
-        missing = [f for f in video["file_names"] if not (frames_root / f).exists()]
-        if missing:
-            raise DatasetError(f"{frames_root / missing[0]}: frame missing ({len(missing)} in all)")
-    return videos
+def davis_sequences(layout: DavisLayout, sequences: Sequence[str] | None = None) -> list[str]:
+    """The sequences to run, each checked to have its frames folder (before any model loads)."""
+    names = layout.sequences(sequences)
+    for name in names:
+        layout.check_sequence(name)
+    return names
 
 
 def run_uvo(
@@ -177,7 +142,7 @@ def run_uvo(
     """
     from tqdm import tqdm
 
-    videos = uvo_videos(gt, frames_root)
+    videos = vis_videos(gt, frames_root)
     tracker_config = dataclasses.replace(tracker_config, overlap="none")
     results: list[dict] = []
     timings = []
@@ -216,24 +181,28 @@ def _track_video(
     tracker = VideoTracker(predictor, tracker_config, prompt_config)
     segmentations: dict[int, list[dict | None]] = {}
     object_stats: dict[int, dict[str, float]] = {}
-    frames = prefetch(read_rgb(frames_root / name) for name in video["file_names"])
-    for frame_idx, frame in enumerate(
-        tqdm(frames, total=num_frames, desc=str(video.get("name", video["id"])), leave=False,
-             disable=not progress)
-    ):
-        if frame.shape[:2] != hw:
-            raise DatasetError(
-                f"{frames_root / video['file_names'][frame_idx]}: size {frame.shape[1]}x"
-                f"{frame.shape[0]} differs from the annotation's {hw[1]}x{hw[0]}"
-            )
-        result = tracker.step(frame)
-        if frame_idx == 0:
-            for mask in propose(frame):
-                obj_id = tracker.add_object(mask=mask)
-                segmentations[obj_id] = [None] * num_frames
-            result = tracker.result()
+
+    def frames() -> Iterator[np.ndarray]:
+        for name in video["file_names"]:
+            frame = read_rgb(frames_root / name)
+            if frame.shape[:2] != hw:
+                raise DatasetError(
+                    f"{frames_root / name}: size {frame.shape[1]}x{frame.shape[0]} differs "
+                    f"from the annotation's {hw[1]}x{hw[0]}"
+                )
+            yield frame
+
+    stream = prefetch(frames())
+    first = next(stream)
+    # The proposals of frame 0 are the objects (SAM-PT's protocol): one track each.
+    prompts = {0: [Prompt(mask=mask) for mask in propose(first)]}
+    for result in tqdm(tracker.track(itertools.chain([first], stream), prompts), total=num_frames,
+                       desc=str(video.get("name", video["id"])), leave=False,
+                       disable=not progress):
+        if result.frame_idx == 0:
+            segmentations = {obj_id: [None] * num_frames for obj_id in sorted(tracker.tracks)}
         for obj_id, mask in zip(result.obj_ids.tolist(), result.masks, strict=True):
-            segmentations[obj_id][frame_idx] = encode_rle(mask)
+            segmentations[obj_id][result.frame_idx] = encode_rle(mask)
         accumulate_object_stats(object_stats, result)
     # Track score = mean predicted IoU over the frames where the object was segmented
     # (SAM-PT's per-object score); a track never seen scores 0.

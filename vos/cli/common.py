@@ -1,0 +1,66 @@
+"""What every CLI mode shares: common flags, the config they resolve to, one-line errors.
+
+User errors (bad paths, prompts, configs, checkpoints) print one ``error: ...`` line and exit
+with status 2; :func:`vos.cli.main` catches them, so a mode just raises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from vos.config import RunConfig, load_config
+from vos.models import CHECKPOINT_ENV
+
+
+class UsageError(ValueError):
+    """A command-line mistake worth one line, not a traceback."""
+
+
+def one_line(exc: BaseException | str) -> str:
+    """An exception's message folded onto one line."""
+    return " ".join(str(exc).split())
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every mode takes: config, overrides, model, device, verbosity."""
+    parser.add_argument("--config", help="YAML file overriding the default config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. tracker.max_missed_frames=10")
+    parser.add_argument("--checkpoint", help=f"model weights (default: ${CHECKPOINT_ENV})")
+    parser.add_argument("--model-type", help="repvit (default), vit_t, vit_b, vit_l or vit_h")
+    parser.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log tracker events")
+
+
+def config_from(args: argparse.Namespace) -> RunConfig:
+    """The run config of the common flags: defaults < ``--config`` < ``--set`` < flags."""
+    overrides = list(args.set)
+    if args.checkpoint:
+        overrides.append(f"model.checkpoint={args.checkpoint}")
+    elif os.environ.get(CHECKPOINT_ENV):
+        overrides.append(f"model.checkpoint={os.environ[CHECKPOINT_ENV]}")
+    if args.model_type:
+        overrides.append(f"model.model_type={args.model_type}")
+    if args.device:
+        overrides.append(f"model.device={args.device}")
+    return load_config(args.config, overrides)
+
+
+def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
+    """The end-of-run table: a title line, then aligned ``key  value`` rows."""
+    print(title)
+    if not rows:
+        return
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"  {key.ljust(width)}  {value}")
+
+
+def interrupted(message: str) -> int:
+    """Report a Ctrl-C on stderr (what was kept, how to resume); the exit status 130."""
+    print(f"interrupted: {message}", file=sys.stderr)
+    return 130
