@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from vos import bench
+from vos.cli import bench as bench_cli
 
 
 def test_quick_bench_writes_markdown_and_json(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    code = bench.main(
+    code = bench_cli.main(
         ["--quick", "--agreement", "--compare-malloc", "--threads", "1", "--backend", "torch",
          "--output", str(out)]
     )
@@ -62,7 +63,7 @@ def test_quick_bench_writes_markdown_and_json(tmp_path: Path) -> None:
 
 
 def test_bench_rejects_unknown_model_and_missing_backend(tmp_path: Path) -> None:
-    assert bench.main(["--quick", "--models", "vit_z", "--output", str(tmp_path)]) == 2
+    assert bench_cli.main(["--quick", "--models", "vit_z", "--output", str(tmp_path)]) == 2
 
 
 def test_default_boxes_tile_the_frame() -> None:

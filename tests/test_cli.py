@@ -199,3 +199,20 @@ def test_roi_fast_mode_runs_end_to_end(random_checkpoint: Path, tmp_path: Path,
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: model.fast_mode=roi+size100: ")
     assert err.count("\n") == 1
+
+
+def test_resolved_config_records_the_hash_of_the_loaded_checkpoint(
+        random_checkpoint: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    import yaml
+
+    video = write_video(tmp_path / "clip.mp4", num_frames=1)
+    out = tmp_path / "out"
+    code = main([str(video), "--init-box", "10,20,30,40", "--checkpoint", str(random_checkpoint),
+                 "--set", "model.backend=predictor", "--output", str(out), "--quiet"])
+    assert code == 0
+    provenance = yaml.safe_load((out / "resolved_config.yaml").read_text())["provenance"]
+    # Computed from the file (no expected hash was configured), not copied from the config.
+    assert provenance["checkpoint_sha256"] == hashlib.sha256(
+        random_checkpoint.read_bytes()).hexdigest()

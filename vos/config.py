@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import yaml
 
 from repvit_sam.runtime.fast_mode import EXACT, FastMode
+from repvit_sam.runtime.runners import RUNTIMES
 from vos.io.atomic import write_text_atomic
 
 
@@ -64,8 +65,8 @@ def _check_ranges(cfg: Any, section: str) -> None:
             raise ConfigError(f"{where}: expected {kind} {bound}")
 
 
-BACKEND_CHOICES = ("auto", "predictor", "torch", "onnxruntime", "openvino")
-PROMPT_KINDS = ("box", "points", "box+points", "mask")
+# "auto", "predictor" and every runtime of the table in repvit_sam.runtime.runners.
+BACKEND_CHOICES = ("auto", "predictor", *RUNTIMES)
 CANDIDATE_SELECTIONS = ("iou", "iou+agreement")
 OVERLAP_RULES = ("higher_score_wins", "lower_id_wins", "none")
 # Points per object the decoder is given at most (interior + negatives): SAM was trained with
@@ -119,8 +120,8 @@ class PromptConfig:
     """How each object's prompts are derived from its previous mask.
 
     Attributes:
-        kind: "box", "points", "box+points" or "mask" (mask = previous logits only); the
-            prompt strategy of ``vos.strategies``.
+        kind: the prompt strategy of ``vos.strategies``: "box", "points", "box+points" or
+            "mask" (mask = previous logits only).
         box_margin: fraction of the box size added on every side of the previous box.
         num_points: positive interior points per object (1 to 64).
         num_negative_points: negative points per object (background and other objects).
@@ -128,7 +129,7 @@ class PromptConfig:
         use_prev_logits: feed the previous low-res logits as the decoder's mask input.
     """
 
-    kind: str = _range("box+points", choices=PROMPT_KINDS)
+    kind: str = "box+points"
     box_margin: float = _range(0.05, minimum=0.0, maximum=10.0)
     num_points: int = _range(1, minimum=1, maximum=MAX_POINTS)
     num_negative_points: int = _range(0, minimum=0, maximum=MAX_POINTS)
@@ -136,6 +137,12 @@ class PromptConfig:
     use_prev_logits: bool = True
 
     def __post_init__(self) -> None:
+        # The kinds are the strategies' table (one place to add one); imported here because
+        # vos.strategies itself reads this class.
+        from vos.strategies import STRATEGIES
+
+        if self.kind not in STRATEGIES:
+            raise ConfigError(f"prompt.kind={self.kind!r}: expected one of {', '.join(STRATEGIES)}")
         _check_ranges(self, "prompt")
         if self.kind == "mask" and not self.use_prev_logits:
             raise ConfigError("prompt.kind='mask' needs prompt.use_prev_logits=true")
@@ -277,7 +284,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def _from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+def _known_fields(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The field types of ``cls``; ConfigError naming any key of ``data`` that is not one."""
     types_by_name = _field_types(cls)
     unknown = sorted(set(data) - set(types_by_name))
     if unknown:
@@ -286,6 +294,11 @@ def _from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
             f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
             f"known: {', '.join(sorted(types_by_name))}"
         )
+    return types_by_name
+
+
+def _from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    types_by_name = _known_fields(cls, data, where)
     kwargs = {
         name: _coerce(value, types_by_name[name], f"{where}.{name}" if where else name)
         for name, value in data.items()
@@ -295,14 +308,7 @@ def _from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
 
 def merge(cfg: T, data: Mapping[str, Any], where: str = "") -> T:
     """Return ``cfg`` with the (possibly nested) keys of ``data`` replaced; unknown keys raise."""
-    types_by_name = _field_types(type(cfg))
-    unknown = sorted(set(data) - set(types_by_name))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"known: {', '.join(sorted(types_by_name))}"
-        )
+    types_by_name = _known_fields(type(cfg), data, where)
     changes: dict[str, Any] = {}
     for name, value in data.items():
         path = f"{where}.{name}" if where else name

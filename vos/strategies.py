@@ -3,8 +3,8 @@
 One strategy per ``prompt.kind`` (see :data:`STRATEGIES`); the tracker asks the configured one
 for every prompt it builds: propagating an ACTIVE object, searching for a LOST one, and
 turning a user's mask into the decoder call that yields its low-res logits. To add a
-strategy, subclass :class:`PromptStrategy` here and register it in :data:`STRATEGIES` (and in
-``vos.config.PROMPT_KINDS``); the tracker itself does not change.
+strategy, subclass :class:`PromptStrategy` here and register it in :data:`STRATEGIES`: the
+config accepts its ``kind`` from then on and the tracker itself does not change.
 """
 
 from __future__ import annotations

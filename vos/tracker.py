@@ -76,6 +76,8 @@ class VideoTracker:
     def reset(self) -> None:
         """Forget every object and frame; ids restart at 1."""
         self.state = TrackerState(rng=np.random.default_rng(self._seed))
+        # The obj_ids the prompts of the latest ``step`` got, in order.
+        self.added_obj_ids: tuple[int, ...] = ()
 
     def restore(self, state: TrackerState) -> None:
         """Continue from a saved state (resume): the next ``step`` is frame ``frame_idx + 1``.
@@ -109,7 +111,8 @@ class VideoTracker:
         Args:
             frame: (H, W, 3) uint8 RGB; all frames of a stream have the same size.
             prompts: new (or corrected) objects on this frame, applied after propagation as
-                :meth:`add_object` does; the result includes them.
+                :meth:`add_object` does; the result includes them, and ``added_obj_ids`` holds
+                the ids they got.
             run_decoder: False skips the model on this frame (frame skipping): objects keep
                 their previous masks, and LOST objects still age.
 
@@ -137,8 +140,7 @@ class VideoTracker:
                 self._reacquire(lost)
             self._resolve_overlaps()
             self._expire()
-        for prompt in prompts:
-            self.add_prompt(prompt)
+        self.added_obj_ids = tuple(self.add_prompt(prompt) for prompt in prompts)
         return self.result()
 
     def track(

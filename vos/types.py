@@ -152,7 +152,7 @@ class Prompt:
             (points < 0).any() or (points[:, 0] >= w).any() or (points[:, 1] >= h).any()
         ):
             raise PromptError(f"points_xy: a point lies outside the {w}x{h} frame")
-        if box is self.box_xyxy:
+        if box is None or np.array_equal(box, self.box_xyxy):
             return self
         return dataclasses.replace(self, box_xyxy=box)
 

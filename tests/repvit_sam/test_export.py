@@ -41,6 +41,7 @@ from repvit_sam.export.onnx import (
     export_onnx,
 )
 from repvit_sam.runtime import OnnxSegmenter
+from repvit_sam.segmenter import SegmenterWrapper
 from tests.repvit_sam.conformance_fill import fill_value
 
 IMAGE_HW = (300, 420)  # non-square: exercises padding and the crop in the decoder graph
@@ -406,18 +407,16 @@ def test_segmenter_rejects_bad_prompts(
         segmenter.decode(embeddings[1], **kwargs)
 
 
-class _EncodeOnce:
+class _EncodeOnce(SegmenterWrapper):
     """A segmenter whose encode() returns a precomputed embedding (saves 1024^2 encoder runs)."""
 
     def __init__(self, segmenter: Any, image: np.ndarray, embedding: ImageEmbedding) -> None:
-        self.segmenter, self.image, self.embedding = segmenter, image, embedding
+        super().__init__(segmenter)
+        self.image, self.embedding = image, embedding
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         assert np.array_equal(image, self.image)
         return self.embedding
-
-    def decode(self, embedding: ImageEmbedding, **kwargs: Any) -> Any:
-        return self.segmenter.decode(embedding, **kwargs)
 
 
 def test_segmenter_runs_the_video_tracker(

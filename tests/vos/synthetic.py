@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from repvit_sam.segmenter import DecodePrompts, SegmenterBase
+from repvit_sam.segmenter import DecodePrompts, MaskPrediction, SegmenterBase
 
 
 @dataclass(frozen=True)
@@ -134,17 +134,22 @@ class LoopingScene:
         return render_frame(self.objects, t % self.period, self.image_hw, self._background)[1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class FakeEmbedding:
-    frame_idx: int
-    orig_hw: tuple[int, int]
+    """What the fake segmenters' ``encode`` gives in place of an ``ImageEmbedding``.
 
+    Attributes:
+        image: (H, W, 3) uint8 RGB, the encoded frame itself (the fakes decode from pixels).
+        frame_idx: the frame's index as :func:`frame_counter` reads it, or -1 where unknown.
+    """
 
-@dataclass
-class FakePrediction:
-    masks: torch.Tensor
-    iou_scores: torch.Tensor
-    low_res_logits: torch.Tensor
+    image: np.ndarray
+    frame_idx: int = -1
+
+    @property
+    def orig_hw(self) -> tuple[int, int]:
+        """(H, W) of the encoded frame."""
+        return (int(self.image.shape[0]), int(self.image.shape[1]))
 
 
 class FakeSegmenter(SegmenterBase):
@@ -179,7 +184,7 @@ class FakeSegmenter(SegmenterBase):
     def encode(self, image: np.ndarray) -> FakeEmbedding:
         frame_idx = frame_counter(image)
         self.encode_calls.append(frame_idx)
-        return FakeEmbedding(frame_idx, (image.shape[0], image.shape[1]))
+        return FakeEmbedding(image, frame_idx)
 
     def _pick(self, gt: np.ndarray, box, points, labels) -> int | None:
         best, best_score = None, 0.0
@@ -218,7 +223,7 @@ class FakeSegmenter(SegmenterBase):
         op = cv2.dilate if r > 0 else cv2.erode
         return op(mask.astype(np.uint8), kernel).astype(bool)
 
-    def decode_prompts(self, embedding: FakeEmbedding, prompts: DecodePrompts) -> FakePrediction:
+    def decode_prompts(self, embedding: FakeEmbedding, prompts: DecodePrompts) -> MaskPrediction:
         boxes_xyxy, points_xy, point_labels = prompts.boxes_xyxy, prompts.points_xy, prompts.point_labels
         mask_logits, multimask_output = prompts.mask_logits, prompts.multimask_output
         if isinstance(self.scene, LoopingScene):
@@ -254,7 +259,7 @@ class FakeSegmenter(SegmenterBase):
                 grown = cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
                 masks[i, 1], ious[i, 1] = part, 0.80
                 masks[i, 2], ious[i, 2] = grown, 0.75
-        return FakePrediction(
+        return MaskPrediction(
             masks=torch.from_numpy(masks),
             iou_scores=torch.from_numpy(ious),
             low_res_logits=torch.zeros((n, c, 256, 256)),

@@ -98,3 +98,46 @@ def test_dump_round_trip_records_provenance(tmp_path: Path) -> None:
     assert payload["provenance"]["checkpoint_sha256"] == "ab" * 32
     assert "git_sha" in payload["provenance"]
     assert [p.name for p in out.parent.iterdir()] == ["resolved_config.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tracker.max_missed_frames=-5", "tracker.max_missed_frames=-5: expected an integer >= 0"),
+        ("prompt.num_points=-3", "prompt.num_points=-3: expected an integer from 1 to 64"),
+        ("prompt.num_negative_points=1000", "prompt.num_negative_points=1000"),
+        ("tracker.min_score=.nan", "tracker.min_score=nan: expected a finite number"),
+        ("tracker.match_iou_min=1.5", "tracker.match_iou_min=1.5: expected a number from 0 to 1"),
+        ("tracker.overlap=biggest", "tracker.overlap='biggest': expected one of"),
+        ("prompt.kind=boxes", "prompt.kind='boxes': expected one of"),
+        ("model.backend=tensorrt", "model.backend='tensorrt': expected one of"),
+        ("model.fast_mode=size100", "model.fast_mode=size100: "),
+        ("model.fast_mode=turbo", "model.fast_mode=turbo: "),
+        ("model.dtype=float16", "model.dtype='float16': expected one of float32"),
+        ("model.checkpoint_sha256=abc", "model.checkpoint_sha256='abc': expected 64 hex digits"),
+        ("seed=-1", "seed=-1: expected an integer >= 0"),
+    ],
+)
+def test_out_of_range_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_ranges_hold_for_configs_built_in_python() -> None:
+    from vos.config import PromptConfig, TrackerConfig
+
+    with pytest.raises(ConfigError, match=r"tracker\.min_area_ratio"):
+        TrackerConfig(min_area_ratio=-0.1)
+    with pytest.raises(ConfigError, match="use_prev_logits"):
+        PromptConfig(kind="mask", use_prev_logits=False)
+
+
+def test_fast_mode_is_parsed_once_and_dumped_as_text(tmp_path: Path) -> None:
+    from repvit_sam.runtime import FastMode
+
+    cfg = load_config(None, ["model.fast_mode=size512+ROI"])
+    assert cfg.model.fast_mode == FastMode(input_size=512, pad_square=False, roi=True)
+    out = dump_config(cfg, tmp_path / "resolved_config.yaml")
+    assert yaml.safe_load(out.read_text())["config"]["model"]["fast_mode"] == "roi+size512"
+    assert read_dumped_config(out) == cfg

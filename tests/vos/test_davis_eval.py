@@ -19,12 +19,11 @@ from vos.eval.davis import (
     disk,
     evaluate_results,
     evaluate_sequence,
-    plot_per_object,
     region_similarity,
     seg2bmap,
     statistics,
-    write_official_csvs,
 )
+from vos.eval.davis_report import plot_per_object, write_official_csvs
 from vos.io.davis_png import davis_palette, read_palette_png, write_palette_png
 
 TOL = 1e-6

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -20,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from repvit_sam.segmenter import DecodePrompts, SegmenterBase
+from repvit_sam.segmenter import DecodePrompts, MaskPrediction, SegmenterBase
+from tests.vos.synthetic import FakeEmbedding
 from vos import live
 from vos.cli import webcam
 from vos.io.sinks import OVERLAY_NAME, ResultSink
@@ -65,19 +65,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@dataclass
-class FakeEmbedding:
-    image: np.ndarray
-    orig_hw: tuple[int, int]
-
-
-@dataclass
-class FakePrediction:
-    masks: torch.Tensor
-    iou_scores: torch.Tensor
-    low_res_logits: torch.Tensor
-
-
 class BrightSegmenter(SegmenterBase):
     """Segments the bright blobs a prompt touches; ``encode`` sleeps like a slow model."""
 
@@ -88,9 +75,9 @@ class BrightSegmenter(SegmenterBase):
     def encode(self, image: np.ndarray) -> FakeEmbedding:
         time.sleep(self.encode_s)
         self.encodes += 1
-        return FakeEmbedding(image, image.shape[:2])
+        return FakeEmbedding(image)
 
-    def decode_prompts(self, embedding, prompts: DecodePrompts) -> FakePrediction:
+    def decode_prompts(self, embedding: FakeEmbedding, prompts: DecodePrompts) -> MaskPrediction:
         boxes_xyxy, points_xy, point_labels = prompts.boxes_xyxy, prompts.points_xy, prompts.point_labels
         multimask_output = prompts.multimask_output
         bright = embedding.image.max(-1) > 128
@@ -110,7 +97,7 @@ class BrightSegmenter(SegmenterBase):
             masks.append(np.isin(blobs, ids[ids > 0]))
         c = 3 if multimask_output else 1
         stacked = torch.from_numpy(np.stack(masks))[:, None].repeat(1, c, 1, 1)
-        return FakePrediction(stacked, torch.full((n, c), 0.9), torch.zeros(n, c, 256, 256))
+        return MaskPrediction(stacked, torch.full((n, c), 0.9), torch.zeros(n, c, 256, 256))
 
 
 def start_box(t: int = 0) -> np.ndarray:

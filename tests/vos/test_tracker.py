@@ -184,6 +184,18 @@ def test_objects_added_mid_stream_and_removed() -> None:
     assert tracker.frame_idx == -1 and not tracker.tracks
 
 
+def test_prompts_given_to_step_join_on_that_frame() -> None:
+    scene = crossing_scene()
+    tracker = VideoTracker(FakeSegmenter(scene))
+    tracker.step(scene.frames[0])
+    result = tracker.step(scene.frames[1], [Prompt(mask=scene.gt_masks[1, 0], obj_id=7),
+                                            Prompt(mask=scene.gt_masks[1, 1])])
+    assert tracker.added_obj_ids == (7, 8)
+    assert result.frame_idx == 1 and result.obj_ids.tolist() == [7, 8]
+    assert tracker.step(scene.frames[2]).obj_ids.tolist() == [7, 8]
+    assert tracker.added_obj_ids == ()
+
+
 def test_correction_overwrites_an_existing_object() -> None:
     scene = crossing_scene()
     tracker = VideoTracker(FakeSegmenter(scene))

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from vos.cli.common import (
     UsageError,
     add_common_arguments,
+    add_output_arguments,
     config_from,
     interrupted,
     print_table,
+    with_output_flags,
 )
 
 
@@ -39,11 +40,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         help="proposals kept for 'auto' rows without a count (default 20)")
     parser.add_argument("--auto-points-per-side", type=int, default=32,
                         help="automatic mask generator grid for 'auto' rows (default 32)")
-    parser.add_argument("--no-png", action="store_true", help="skip the palette PNGs")
-    parser.add_argument("--no-json", action="store_true", help="skip the COCO-RLE JSON")
-    parser.add_argument("--no-video", action="store_true", help="skip the overlay mp4s")
-    parser.add_argument("--reader", choices=("auto", "decord", "opencv"), default="auto",
-                        help="video decoding backend")
+    add_output_arguments(parser)
     return parser
 
 
@@ -63,10 +60,7 @@ def run(args: argparse.Namespace) -> int:
     check_model_config(cfg.model)  # before starting any worker
     if args.engine == "ray":
         import_ray()
-    cfg = dataclasses.replace(cfg, io=dataclasses.replace(
-        cfg.io, save_png=cfg.io.save_png and not args.no_png,
-        save_json=cfg.io.save_json and not args.no_json,
-        save_video=cfg.io.save_video and not args.no_video))
+    cfg = with_output_flags(cfg, args)
     output = Path(args.output or cfg.io.output_dir or "outputs/batch")
     try:
         summary = run_batch(

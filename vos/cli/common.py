@@ -7,6 +7,7 @@ with status 2; :func:`vos.cli.main` catches them, so a mode just raises.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,25 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--verbose", "-v", action="store_true", help="log tracker events")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the modes that write per-video outputs and read video files."""
+    parser.add_argument("--no-png", action="store_true", help="skip the palette PNGs")
+    parser.add_argument("--no-json", action="store_true", help="skip the COCO-RLE JSON")
+    parser.add_argument("--no-video", action="store_true", help="skip the overlay mp4")
+    parser.add_argument("--reader", choices=("auto", "decord", "opencv"), default="auto",
+                        help="video decoding backend")
+
+
+def with_output_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """``cfg`` with the ``--no-png/--no-json/--no-video`` flags applied to ``io``."""
+    return dataclasses.replace(cfg, io=dataclasses.replace(
+        cfg.io,
+        save_png=cfg.io.save_png and not args.no_png,
+        save_json=cfg.io.save_json and not args.no_json,
+        save_video=cfg.io.save_video and not args.no_video,
+    ))
 
 
 def config_from(args: argparse.Namespace) -> RunConfig:

@@ -27,7 +27,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Track and score (or only score) the DAVIS split; print the metrics table."""
     from vos.eval.datasets import DavisLayout
-    from vos.eval.davis import evaluate_results, plot_per_object, write_official_csvs
+    from vos.eval.davis import evaluate_results
+    from vos.eval.davis_report import write_report
     from vos.eval.drivers import davis_sequences, run_davis
     from vos.models import build_segmenter, checkpoint_digest
     from vos.tracker import VideoTracker
@@ -45,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--eval-only {output}: no such folder")
         names = davis_sequences(layout, sequences)
         scores = evaluate_results(layout.root, output, layout.split, names)
-        write_official_csvs(scores, output)
-        plot_per_object(scores, output / "per_object_jf.png")
+        write_report(scores, output)
     else:
         output = Path(args.output or cfg.io.output_dir or "outputs/davis")
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(

@@ -7,7 +7,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from vos.cli.common import UsageError, add_common_arguments, config_from, interrupted, print_table
+from vos.cli.common import (
+    UsageError,
+    add_common_arguments,
+    add_output_arguments,
+    config_from,
+    interrupted,
+    print_table,
+    with_output_flags,
+)
 from vos.config import dump_config
 
 
@@ -25,11 +33,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     video.add_argument("--max-frames", type=int, help="process only the first N frames")
     video.add_argument("--overwrite", action="store_true",
                        help="replace earlier results instead of resuming them")
-    video.add_argument("--no-png", action="store_true", help="skip the palette PNGs")
-    video.add_argument("--no-json", action="store_true", help="skip the COCO-RLE JSON")
-    video.add_argument("--no-video", action="store_true", help="skip the overlay mp4")
-    video.add_argument("--reader", choices=("auto", "decord", "opencv"), default="auto",
-                       help="video decoding backend")
+    add_output_arguments(video)
     add_common_arguments(video)
     return video
 
@@ -41,16 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from vos.models import build_segmenter, checkpoint_digest
     from vos.pipeline import run_video
 
-    cfg = config_from(args)
-    io_cfg = dataclasses.replace(
-        cfg.io,
-        source=args.source,
-        save_png=cfg.io.save_png and not args.no_png,
-        save_json=cfg.io.save_json and not args.no_json,
-        save_video=cfg.io.save_video and not args.no_video,
-    )
+    cfg = with_output_flags(config_from(args), args)
     output = Path(args.output or cfg.io.output_dir or Path("outputs") / Path(args.source).stem)
-    cfg = dataclasses.replace(cfg, io=dataclasses.replace(io_cfg, output_dir=str(output)))
+    cfg = dataclasses.replace(cfg, io=dataclasses.replace(cfg.io, source=args.source,
+                                                          output_dir=str(output)))
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames {args.max_frames}: expected >= 1")
     with open_source(args.source, backend=args.reader) as source:

@@ -62,6 +62,7 @@ def run(args: argparse.Namespace, segmenter_factory: SegmenterFactory = build_se
     """
     from vos.config import dump_config
     from vos.io.atomic import write_text_atomic
+    from vos.io.camera import open_camera
     from vos.io.prompt_input import check_prompts, prompts_from_flags
     from vos.io.sinks import ResultSink
     from vos.live import (
@@ -72,7 +73,6 @@ def run(args: argparse.Namespace, segmenter_factory: SegmenterFactory = build_se
         LiveWindow,
         PromptDrawer,
         check_display,
-        open_camera,
     )
 
     cfg = config_from(args)

@@ -25,7 +25,8 @@ import numpy as np
 
 from vos.config import PromptConfig, TrackerConfig
 from vos.eval.datasets import DatasetError, DavisLayout, vis_videos
-from vos.eval.davis import DavisScores, evaluate_results, plot_per_object, write_official_csvs
+from vos.eval.davis import DavisScores, evaluate_results
+from vos.eval.davis_report import write_report
 from vos.io.atomic import write_text_atomic
 from vos.io.davis_png import read_palette_png, write_palette_png
 from vos.io.sinks import encode_rle
@@ -104,8 +105,7 @@ def run_davis(
         write_text_atomic(marker, json.dumps({"frames": frames_done, "seconds": seconds}))
         timings.append(SequenceTiming(name, frames_done, seconds, False))
     scores = evaluate_results(layout.root, output_dir, layout.split, names)
-    write_official_csvs(scores, output_dir)
-    plot_per_object(scores, output_dir / "per_object_jf.png")
+    write_report(scores, output_dir)
     return scores, timings
 
 

@@ -22,7 +22,7 @@ def parse_box(text: str) -> np.ndarray:
         PromptError: not four numbers.
     """
     try:
-        values = [float(v) for v in text.replace(" ", "").split(",")]
+        values = [float(v) for v in text.split(",")]  # float() allows spaces around a number
     except ValueError:
         values = []
     if len(values) != 4:

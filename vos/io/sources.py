@@ -181,6 +181,11 @@ class ImageFolderSource(FrameSource):
             yield frame
 
 
+def is_device_spec(spec: str) -> bool:
+    """True for a camera index ("0") or a stream URL ("rtsp://..."), False for a path."""
+    return spec.isdigit() or "://" in spec
+
+
 def open_source(source: str | Path, *, backend: str = "auto") -> FrameSource:
     """Open a video file, an image folder, or a camera (an integer index or a URL).
 
@@ -192,10 +197,8 @@ def open_source(source: str | Path, *, backend: str = "auto") -> FrameSource:
         SourceError: missing path, unreadable or empty video, empty folder.
     """
     text = str(source)
-    if text.isdigit():
-        return OpenCVVideoSource(int(text), live=True)
-    if "://" in text:
-        return OpenCVVideoSource(text, live=True)
+    if is_device_spec(text):
+        return OpenCVVideoSource(int(text) if text.isdigit() else text, live=True)
     path = Path(text)
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")

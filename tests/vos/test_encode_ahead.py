@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from repvit_sam.segmenter import DecodePrompts
+from vos.encode_ahead import EncodeAhead
 from vos.io.sources import FrameSource, SourceInfo
-from vos.overlap import EncodeAhead
 
 
 class FakeSegmenter:

@@ -1,0 +1,154 @@
+"""The bench report: its rows, the issue's targets, markdown rendering and the two files.
+
+:class:`Report` is what ``bench.json`` holds; :func:`render_markdown` is what ``bench.md``
+holds and what ``python -m vos.bench`` prints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vos.io.atomic import write_text_atomic
+
+# The issue's targets (#7); each is checked against this run's own numbers.
+TARGET_ENCODER_S = 1.40
+TARGET_GEMM_FRACTION = 0.93
+TARGET_DECODER_RATIO = 2.0
+TARGET_LOOP_FRACTION = 0.9
+TARGET_FAST_FPS = 5.0
+
+
+@dataclass
+class Report:
+    """Everything one bench run measured (``bench.json``)."""
+
+    machine: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    gemm_gflops: float = 0.0
+    encoder: list[dict[str, Any]] = field(default_factory=list)
+    decoder: list[dict[str, Any]] = field(default_factory=list)
+    loop: list[dict[str, Any]] = field(default_factory=list)
+    agreement: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def malloc(self) -> str | None:
+        """This process's allocator setting (``retained`` or ``system``), as rows record it."""
+        return self.machine.get("malloc")
+
+
+def backend_column(segmenter: Any) -> str:
+    """A row's ``backend`` cell: the runtime and variant (``torch[fused]``), under any ROI."""
+    return getattr(segmenter, "inner", segmenter).name.split(" ")[0]
+
+
+def check_targets(report: Report, default_backend: str) -> None:
+    """Compare this run's numbers with the issue's targets (appends ``report.targets``)."""
+    targets = report.targets
+    exact_1024 = [
+        r for r in report.encoder
+        if r["model"] == "repvit" and r["input"] == "1024x1024" and r.get("malloc") == report.malloc
+    ]
+    default_rows = [r for r in exact_1024 if r["backend"].startswith(default_backend)]
+    if default_rows:
+        best = min(default_rows, key=lambda r: r["median_s"])
+        targets.append(_target(f"encoder 1024 exact, default backend ({best['backend']}) [s]",
+                               f"<= {TARGET_ENCODER_S}", best["median_s"],
+                               best["median_s"] <= TARGET_ENCODER_S))
+    if exact_1024:
+        best = max(exact_1024, key=lambda r: r["gemm_fraction"])
+        targets.append(_target(f"encoder 1024 fraction of GEMM bound ({best['backend']})",
+                               f">= {TARGET_GEMM_FRACTION}", best["gemm_fraction"],
+                               best["gemm_fraction"] >= TARGET_GEMM_FRACTION))
+    by_backend: dict[str, dict[int, float]] = {}
+    for row in report.decoder:
+        if row.get("malloc") == report.malloc:
+            by_backend.setdefault(row["backend"], {})[row["objects"]] = row["median_ms"]
+    for backend, times in by_backend.items():
+        if 1 in times and 8 in times:
+            ratio = times[8] / times[1]
+            targets.append(_target(f"decoder 8 objects / 1 object ({backend})",
+                                   f"<= {TARGET_DECODER_RATIO}", round(ratio, 2),
+                                   ratio <= TARGET_DECODER_RATIO))
+    for row in report.loop:
+        if row["mode"] == "exact" and row["fps_vs_encoder"] is not None:
+            targets.append(_target(f"loop FPS x encoder time ({row['model']}, {row['backend']}, "
+                                   f"{row['overlap']})",
+                                   f">= {TARGET_LOOP_FRACTION}", row["fps_vs_encoder"],
+                                   row["fps_vs_encoder"] >= TARGET_LOOP_FRACTION))
+    fast_rows = [r for r in report.loop if r["mode"] != "exact"]
+    if fast_rows:
+        best = max(fast_rows, key=lambda r: r["fps"])
+        targets.append(_target(f"best fast mode loop FPS ({best['mode']}, {best['backend']})",
+                               f">= {TARGET_FAST_FPS}", best["fps"], best["fps"] >= TARGET_FAST_FPS))
+
+
+def _target(name: str, goal: str, value: float, met: bool) -> dict[str, Any]:
+    return {"target": name, "goal": goal, "measured": value, "met": bool(met)}
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub markdown table of ``rows`` (dicts with the same keys)."""
+    if not rows:
+        return "_(none)_\n"
+    columns = list(columns or rows[0].keys())
+
+    def cell(value: Any) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "**no**"
+        return "–" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(report: Report) -> str:
+    """The whole report as markdown."""
+    m = report.machine
+    out = [
+        "# vos.bench",
+        "",
+        f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('threads')} threads; torch "
+        f"{m.get('torch')}, onnxruntime {m.get('onnxruntime')}, openvino {m.get('openvino')}.",
+        f"fp32 GEMM bound measured in this run (best torch.mm rate, n = 2048 and 4096): "
+        f"**{report.gemm_gflops:.1f} GFLOP/s**. "
+        f"Timings are medians of {report.settings.get('repeats')} calls after "
+        f"{report.settings.get('warmup')} warm-up call(s).",
+        "",
+        "## Encoder",
+        "",
+        markdown_table(report.encoder),
+        "## Decoder (one batched call: box + point + previous logits, 3 candidates each)",
+        "",
+        markdown_table(report.decoder),
+        "## Per-frame loop (vos.pipeline.run_video: source, tracker, sinks)",
+        "",
+        "fps_vs_encoder = loop FPS x encoder_alone (``encode`` timed alone just before the "
+        "loop); other_ms = frame time not spent in encode or decode (tracker, queueing).",
+        "",
+        markdown_table(report.loop),
+    ]
+    if report.agreement:
+        out += [
+            "## Fast-mode agreement with exact mode (mean mask IoU)",
+            "",
+            markdown_table(report.agreement),
+        ]
+    out += ["## Targets (issue #7)", "", markdown_table(report.targets)]
+    if report.notes:
+        out += ["## Notes", ""] + [f"- {note}" for note in report.notes] + [""]
+    return "\n".join(out)
+
+
+def write_report(report: Report, output: Path) -> tuple[Path, Path]:
+    """Write ``bench.md`` and ``bench.json`` into ``output`` (each atomically)."""
+    md_path, json_path = output / "bench.md", output / "bench.json"
+    write_text_atomic(md_path, render_markdown(report))
+    write_text_atomic(json_path, json.dumps(asdict(report), indent=2))
+    return md_path, json_path

@@ -1,0 +1,276 @@
+"""Live interaction: keys to actions, mouse gestures to prompts, the view and its window.
+
+Window controls: left-drag draws a box (a new object); a left click adds an object from that
+point; shift+left-click / right-click collect positive / negative points that Enter turns
+into one object. Keys: ``r`` reset, ``d``/``x`` remove the last object, ``p``/space pause,
+``s`` save the current frame's masks, ``q``/Esc quit.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from vos.io.sinks import draw_overlay
+from vos.types import FrameResult, Prompt
+
+__all__ = [
+    "KEY_ACTIONS",
+    "WINDOW_NAME",
+    "Action",
+    "Display",
+    "LiveError",
+    "LiveWindow",
+    "PromptDrawer",
+    "check_display",
+    "key_to_action",
+    "render_view",
+]
+
+WINDOW_NAME = "RepViT-SAM live"
+
+
+class LiveError(ValueError):
+    """A live run cannot start (no display, a bad camera, an output folder in use)."""
+
+
+class Action(enum.Enum):
+    """What a key does in the live window."""
+
+    QUIT = "quit"
+    RESET = "reset"
+    REMOVE_LAST = "remove last object"
+    PAUSE = "pause / resume"
+    SAVE = "save masks"
+    ADD_POINTS = "add object from the collected points"
+    CLEAR_POINTS = "clear the collected points"
+
+
+KEY_ACTIONS: dict[int, Action] = {
+    ord("q"): Action.QUIT,
+    27: Action.QUIT,  # Esc
+    ord("r"): Action.RESET,
+    ord("d"): Action.REMOVE_LAST,
+    ord("x"): Action.REMOVE_LAST,
+    ord("p"): Action.PAUSE,
+    ord(" "): Action.PAUSE,
+    ord("s"): Action.SAVE,
+    13: Action.ADD_POINTS,  # Enter
+    10: Action.ADD_POINTS,
+    ord("c"): Action.CLEAR_POINTS,
+}
+
+
+def key_to_action(key: int) -> Action | None:
+    """Map a ``cv2.waitKey`` code to an action (None for no key or an unbound key).
+
+    Modifier bits above the low byte are ignored, and letters are case-insensitive.
+    """
+    if key < 0:
+        return None
+    key &= 0xFF
+    if ord("A") <= key <= ord("Z"):
+        key += ord("a") - ord("A")
+    return KEY_ACTIONS.get(key)
+
+
+class PromptDrawer:
+    """Turns OpenCV mouse events into prompts (pass :meth:`on_mouse` to setMouseCallback).
+
+    A left-drag gives a box, a left click a one-point object; shift+left-click and
+    right-click collect positive and negative points for :meth:`commit_points`. Points
+    collected before a drag go with its box.
+
+    Args:
+        image_hw: (H, W) of the frames; events are clipped to it.
+        min_drag: a drag shorter than this many pixels on either axis counts as a click.
+    """
+
+    def __init__(self, image_hw: tuple[int, int], *, min_drag: int = 5) -> None:
+        self.image_hw = image_hw
+        self.min_drag = min_drag
+        self.drag_start: tuple[int, int] | None = None
+        self.drag_end: tuple[int, int] | None = None
+        self.points: list[tuple[int, int, int]] = []  # (x, y, label)
+        self._ready: list[Prompt] = []
+
+    def on_mouse(self, event: int, x: int, y: int, flags: int, param: Any = None) -> None:
+        """OpenCV mouse callback (window pixels equal frame pixels)."""
+        h, w = self.image_hw
+        x, y = min(max(int(x), 0), w - 1), min(max(int(y), 0), h - 1)
+        shift = bool(flags & cv2.EVENT_FLAG_SHIFTKEY)
+        if event == cv2.EVENT_LBUTTONDOWN:
+            if shift:
+                self.points.append((x, y, 1))
+            else:
+                self.drag_start = self.drag_end = (x, y)
+        elif event == cv2.EVENT_RBUTTONDOWN:
+            self.points.append((x, y, 0))
+        elif event == cv2.EVENT_MOUSEMOVE and self.drag_start is not None:
+            self.drag_end = (x, y)
+        elif event == cv2.EVENT_LBUTTONUP and self.drag_start is not None:
+            x0, y0 = self.drag_start
+            self.drag_start = self.drag_end = None
+            if abs(x - x0) >= self.min_drag and abs(y - y0) >= self.min_drag:
+                self._ready.append(self._with_points(_box_between((x0, y0), (x, y))))
+            else:
+                self._ready.append(Prompt(points_xy=np.array([[x, y]], np.float32),
+                                          point_labels=np.ones(1, np.int64)))
+
+    @property
+    def drag_box(self) -> np.ndarray | None:
+        """(4,) XYXY of the box being dragged, for drawing; None when not dragging."""
+        if self.drag_start is None or self.drag_end is None:
+            return None
+        return _box_between(self.drag_start, self.drag_end)
+
+    def commit_points(self) -> bool:
+        """Turn the collected points into one object; False if none of them is positive."""
+        if not any(label == 1 for _, _, label in self.points):
+            return False
+        self._ready.append(self._with_points(None))
+        return True
+
+    def clear(self) -> None:
+        """Drop the collected points and any drag in progress."""
+        self.points.clear()
+        self.drag_start = self.drag_end = None
+
+    def take(self) -> list[Prompt]:
+        """The prompts completed since the last call."""
+        ready, self._ready = self._ready, []
+        return ready
+
+    def _with_points(self, box: np.ndarray | None) -> Prompt:
+        points = labels = None
+        if self.points:
+            points = np.array([p[:2] for p in self.points], np.float32)
+            labels = np.array([p[2] for p in self.points], np.int64)
+        self.points = []
+        return Prompt(box_xyxy=box, points_xy=points, point_labels=labels)
+
+
+def _box_between(a: tuple[int, int], b: tuple[int, int]) -> np.ndarray:
+    """(4,) float32 XYXY covering the pixels from corner ``a`` to corner ``b`` inclusive."""
+    (x0, y0), (x1, y1) = a, b
+    return np.array([min(x0, x1), min(y0, y1), max(x0, x1) + 1, max(y0, y1) + 1], np.float32)
+
+
+def render_view(
+    frame: np.ndarray,
+    result: FrameResult | None,
+    *,
+    banner: str | None = None,
+    drag_box: np.ndarray | None = None,
+    points: Sequence[tuple[int, int, int]] = (),
+) -> np.ndarray:
+    """The window image: object overlay with ids and scores, banner, prompts being drawn.
+
+    Args:
+        frame: (H, W, 3) uint8 RGB.
+        result: the frame's objects (None: the plain frame).
+        banner: text for the top-left corner (FPS, latency).
+        drag_box: (4,) XYXY in frame pixels of the box being dragged.
+        points: (x, y, label) points being collected.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    if result is not None and len(result):
+        index = result.to_index_mask("lower_id_wins")
+        labels = {int(i): f"{int(i)} {s:.2f}" for i, s in zip(result.obj_ids, result.scores,
+                                                                  strict=True)}
+        view = draw_overlay(frame, index, labels=labels, banner=banner)
+    else:
+        view = draw_overlay(frame, np.zeros(frame.shape[:2], np.uint8), banner=banner)
+    if drag_box is not None:
+        x0, y0, x1, y1 = (int(v) for v in drag_box)
+        cv2.rectangle(view, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 0), 1, cv2.LINE_AA)
+    for x, y, label in points:
+        colour = (0, 255, 0) if label == 1 else (255, 0, 0)
+        cv2.circle(view, (x, y), 4, colour, -1, cv2.LINE_AA)
+        cv2.circle(view, (x, y), 4, (255, 255, 255), 1, cv2.LINE_AA)
+    return view
+
+
+class Display(Protocol):
+    """Where :class:`~vos.live.app.LiveApp` shows frames: :class:`LiveWindow`, or a fake."""
+
+    def show(self, image: np.ndarray, wait_ms: int) -> int:
+        """Show a (H, W, 3) uint8 RGB image; return the key pressed (-1 for none)."""
+        ...
+
+    def close(self) -> None:
+        """Close the window."""
+        ...
+
+
+def check_display() -> None:
+    """Fail early, with a hint, where no window can open.
+
+    Raises:
+        LiveError: on Linux with neither DISPLAY nor WAYLAND_DISPLAY set.
+    """
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise LiveError("no display (DISPLAY is not set): run headless with --no-window")
+
+
+class LiveWindow:
+    """An OpenCV HighGUI window whose mouse events go to ``on_mouse``.
+
+    Args:
+        name: window title.
+        on_mouse: an OpenCV mouse callback, e.g. :meth:`PromptDrawer.on_mouse`.
+
+    Raises:
+        LiveError: no display, or an OpenCV build without GUI support (the -headless wheel).
+    """
+
+    def __init__(self, name: str = WINDOW_NAME, on_mouse: Callable[..., None] | None = None) -> None:
+        check_display()
+        self.name = name
+        try:
+            # AUTOSIZE keeps window pixels equal to frame pixels, so mouse positions need
+            # no rescaling.
+            cv2.namedWindow(name, cv2.WINDOW_AUTOSIZE)
+            if on_mouse is not None:
+                cv2.setMouseCallback(name, on_mouse)
+        except cv2.error as exc:
+            raise LiveError(
+                f"cannot open a window ({' '.join(str(exc).split())[:160]}); an OpenCV "
+                "build with GUI support is needed (opencv-python, not -headless), "
+                "or run with --no-window"
+            ) from None
+        self._seen_visible = False
+
+    def show(self, image: np.ndarray, wait_ms: int = 1) -> int:
+        """Show an RGB image and pump events; returns the key code, Esc if closed."""
+        cv2.imshow(self.name, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        key = int(cv2.waitKey(max(1, wait_ms)))
+        try:
+            visible = cv2.getWindowProperty(self.name, cv2.WND_PROP_VISIBLE)
+        except cv2.error:
+            visible = 0.0
+        # Backends without the property answer -1 from the start: trust a drop below 1
+        # only after the window was once reported visible.
+        if visible >= 1:
+            self._seen_visible = True
+        elif self._seen_visible:
+            return 27  # closed with the title-bar button: quit like Esc
+        return key
+
+    def close(self) -> None:
+        """Destroy the window."""
+        try:
+            cv2.destroyWindow(self.name)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
