@@ -27,6 +27,8 @@ import yaml
 from repvit_sam.runtime.fast_mode import EXACT, FastMode
 from repvit_sam.runtime.runners import RUNTIMES
 from vos.io.atomic import write_text_atomic
+from vos.strategies import STRATEGIES
+from vos.types import MAX_POINTS
 
 
 class ConfigError(ValueError):
@@ -69,9 +71,6 @@ def _check_ranges(cfg: Any, section: str) -> None:
 BACKEND_CHOICES = ("auto", "predictor", *RUNTIMES)
 CANDIDATE_SELECTIONS = ("iou", "iou+agreement")
 OVERLAP_RULES = ("higher_score_wins", "lower_id_wins", "none")
-# Points per object the decoder is given at most (interior + negatives): SAM was trained with
-# a handful; thousands would only cost memory (issue #13: 400,000 points asked for 5 TB).
-MAX_POINTS = 64
 
 
 @dataclass(frozen=True)
@@ -137,10 +136,7 @@ class PromptConfig:
     use_prev_logits: bool = True
 
     def __post_init__(self) -> None:
-        # The kinds are the strategies' table (one place to add one); imported here because
-        # vos.strategies itself reads this class.
-        from vos.strategies import STRATEGIES
-
+        # The kinds are the strategies' table: one place to add one.
         if self.kind not in STRATEGIES:
             raise ConfigError(f"prompt.kind={self.kind!r}: expected one of {', '.join(STRATEGIES)}")
         _check_ranges(self, "prompt")

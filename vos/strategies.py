@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from repvit_sam.segmenter import DecodePrompts
-from vos.config import PromptConfig
 from vos.motion import predicted_box
 from vos.prompts import (
     background_points,
@@ -27,6 +27,9 @@ from vos.prompts import (
     pad_points,
 )
 from vos.types import Track
+
+if TYPE_CHECKING:  # vos.config validates prompt.kind against STRATEGIES: no import back
+    from vos.config import PromptConfig
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vos.config import MAX_POINTS
 from vos.prompts import clip_box
 
 
@@ -24,6 +23,11 @@ class TrackStatus(enum.Enum):
     ACTIVE = "active"
     LOST = "lost"
     REMOVED = "removed"
+
+
+# Points per object the decoder is given at most (interior + negatives): SAM was trained with
+# a handful; thousands would only cost memory (issue #13: 400,000 points asked for 5 TB).
+MAX_POINTS = 64
 
 
 class PromptError(ValueError):

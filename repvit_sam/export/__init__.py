@@ -41,11 +41,3 @@ __all__ = [
     "export_onnx",
 ]
 
-
-def __getattr__(name: str) -> object:
-    # OnnxSegmenter moved to repvit_sam.runtime; this import path keeps working.
-    if name == "OnnxSegmenter":
-        from repvit_sam.runtime.onnx_segmenter import OnnxSegmenter
-
-        return OnnxSegmenter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
