@@ -222,6 +222,19 @@ class SegmenterBase(abc.ABC):
     def decode_prompts(self, embedding: Any, prompts: DecodePrompts) -> MaskPrediction:
         """Decode checked prompts (see :meth:`decode`)."""
 
+    def stream_state(self) -> dict[str, np.ndarray]:
+        """What this segmenter carries from one frame of a stream to the next (arrays by name).
+
+        Most segmenters carry nothing; a stateful one (``RoiSegmenter`` remembers where the
+        objects were) returns it here so that a resumed run continues exactly.
+        """
+        return {}
+
+    def load_stream_state(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from a :meth:`stream_state` taken earlier."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no stream state, got {sorted(state)}")
+
     def decode(
         self,
         embedding: Any,
@@ -294,3 +307,14 @@ class SegmenterWrapper(SegmenterBase):
 
     def decode_prompts(self, embedding: Any, prompts: DecodePrompts) -> MaskPrediction:
         return self.inner.decode(embedding, prompts)
+
+    def stream_state(self) -> dict[str, np.ndarray]:
+        inner = getattr(self.inner, "stream_state", None)
+        return inner() if inner is not None else {}
+
+    def load_stream_state(self, state: dict[str, np.ndarray]) -> None:
+        inner = getattr(self.inner, "load_stream_state", None)
+        if inner is not None:
+            inner(state)
+        elif state:
+            raise ValueError(f"{type(self.inner).__name__} keeps no stream state")

@@ -216,3 +216,38 @@ def test_resolved_config_records_the_hash_of_the_loaded_checkpoint(
     # Computed from the file (no expected hash was configured), not copied from the config.
     assert provenance["checkpoint_sha256"] == hashlib.sha256(
         random_checkpoint.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_cli_killed_mid_video_resumes_to_the_same_bytes(data_dir: Path, random_checkpoint: Path,
+                                                        tmp_path: Path) -> None:
+    """The issue's case: SIGKILL once 16 frames are written, with the object LOST, then rerun."""
+    import os
+    import signal
+    import time
+
+    video = data_dir / "videos" / "blackswan.mp4"
+    args = [str(video), "--init-box", "380,100,560,330", "--checkpoint", str(random_checkpoint),
+            "--max-frames", "40", "--set", "model.backend=torch",
+            "--set", "model.fast_mode=size256+nopad", "--quiet"]
+    reference = tmp_path / "reference"
+    assert run_cli([*args, "--output", str(reference)]).returncode == 0
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "vos.run", *args, "--output", str(killed)],
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(list((killed / "json").glob("*.json"))) < 16 and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    written = sorted((killed / "json").glob("*.json"))
+    assert 16 <= len(written) < 40
+    assert json.loads(written[-1].read_text())["lost_obj_ids"] == [1], "killed while LOST"
+    resumed = run_cli([*args, "--output", str(killed)])
+    assert resumed.returncode == 0, resumed.stderr
+    for sub, pattern in (("masks", "*.png"), ("json", "*.json")):
+        mine = {p.name: p.read_bytes() for p in (killed / sub).glob(pattern)}
+        theirs = {p.name: p.read_bytes() for p in (reference / sub).glob(pattern)}
+        assert len(mine) == 40 and mine == theirs

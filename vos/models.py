@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from repvit_sam import Sam, sam_model_registry
 from repvit_sam.build import file_sha256
 from repvit_sam.runtime import build_segmenter as build_runtime_segmenter
@@ -59,11 +61,16 @@ class LoadedModel:
 SegmenterFactory = Callable[[ModelConfig], Any]
 
 
-def check_model_config(cfg: ModelConfig) -> None:
+def check_model_config(cfg: ModelConfig, *, device: bool = True) -> None:
     """Reject what would fail at load time, before any expensive work.
 
+    Args:
+        cfg: the model config.
+        device: also check that this machine has ``cfg.device`` (a Ray driver need not
+            have the GPUs its workers have).
+
     Raises:
-        ModelError: no checkpoint, a missing file, or an unknown model type.
+        ModelError: no checkpoint, a missing file, an unknown model type or device.
     """
     if not cfg.checkpoint:
         raise ModelError(NO_CHECKPOINT)
@@ -74,6 +81,31 @@ def check_model_config(cfg: ModelConfig) -> None:
             f"model.model_type={cfg.model_type!r}: expected one of "
             f"{', '.join(sorted(sam_model_registry))}"
         )
+    if device:
+        check_device(cfg.device)
+
+
+def check_device(device: str) -> None:
+    """Raise ModelError unless ``device`` names a device this machine has.
+
+    Raises:
+        ModelError: an unknown device string, or a CUDA/MPS device that is not available.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"model.device={device!r}: expected cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelError(f"model.device={device}: no CUDA device is available here "
+                             "(use --device cpu)")
+        if parsed.index is not None and parsed.index >= count:
+            raise ModelError(f"model.device={device}: this machine has {count} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"model.device={device}: no MPS device is available here")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"model.device={device!r}: expected cpu, cuda, cuda:N or mps")
 
 
 def load_model(cfg: ModelConfig) -> LoadedModel:

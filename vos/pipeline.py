@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 
 from repvit_sam.segmenter import DecodePrompts, MaskPrediction, SegmenterWrapper
-from vos.config import RunConfig, config_to_dict
-from vos.io.atomic import write_text_atomic
+from vos.config import RunConfig, config_to_dict, dump_config
+from vos.io.atomic import OutputWriteError, write_text_atomic
+from vos.io.lock import FolderLock
 from vos.io.prompt_input import check_prompts
-from vos.io.sinks import ResultSink, completed_frames, load_index_mask
+from vos.io.resume_state import STATE_DIR, Snapshot, load_snapshot, state_path, take_snapshot
+from vos.io.sinks import ResultSink, completed_frames
 from vos.io.sources import FrameSource, SourceError, prefetch
+from vos.models import checkpoint_digest
 from vos.tracker import VideoTracker
-from vos.types import FrameResult, Prompt, PromptError, TrackerState
+from vos.types import FrameResult, Prompt, PromptError
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +101,8 @@ class VideoRunSummary:
     stage_ms_per_frame: dict[str, float]
     objects: dict[int, dict[str, float]]
     complete: bool
+    frames_tracked_all_runs: int = 0
+    seconds_all_runs: float = 0.0
 
 
 def frame_names_for(source: FrameSource, num_frames: int) -> list[str]:
@@ -133,26 +138,35 @@ def run_video(
 ) -> VideoRunSummary:
     """Track the prompted objects through a video and write every output, resumably.
 
+    The output folder is locked for the whole run (a second run there is refused at once).
+    With every complete frame the run's state is saved (``vos.io.resume_state``), so a run
+    interrupted anywhere (Ctrl-C, SIGKILL, a full disk) and started again continues from its
+    last complete frame and writes exactly the masks and JSON an uninterrupted run writes.
+
     Args:
         source: an opened frame source (its ``info`` gives size, count and fps).
-        predictor: a segmenter with ``encode``/``decode`` (``SamPredictor``).
+        predictor: the segmenter (``encode``/``decode``), e.g. ``vos.models.build_segmenter``'s.
         prompts: the objects to track, applied on ``init_frame``.
         output_dir: results folder; an earlier interrupted run of the same command there is
             resumed from its last complete frame.
-        config: the run configuration (tracker, prompt and io parts are used).
+        config: the run configuration (model, tracker, prompt and io parts are used; it is
+            recorded as ``resolved_config.yaml`` with the checkpoint's hash).
         init_frame: frame index at which the prompts apply.
         max_frames: stop after this many frames (None = whole video).
         overwrite: ignore and replace earlier results in ``output_dir``.
         progress: show a tqdm progress bar.
 
     Returns:
-        The run summary (also written to ``summary.json``).
+        The run summary (also written to ``summary.json``); its object statistics cover every
+        frame of the video, those of earlier interrupted runs included.
 
     Raises:
-        SourceError, PromptError, OutputConflictError: on bad inputs.
+        SourceError, PromptError: bad inputs (before anything is written).
+        OutputBusyError: another run writes to ``output_dir``.
+        OutputConflictError: ``output_dir`` holds another run's results (nothing is written).
+        OutputWriteError: the folder cannot be written (full disk, read-only, permissions);
+            every frame written before stays whole and a later run resumes after them.
     """
-    from tqdm import tqdm
-
     info = source.info
     num_frames = info.num_frames
     if num_frames is None:
@@ -161,94 +175,230 @@ def run_video(
         num_frames = min(num_frames, max_frames)
     if not 0 <= init_frame < num_frames:
         raise PromptError(f"--init-frame {init_frame}: the video has {num_frames} frames")
-    check_prompts(prompts, info.image_hw)
+    prompts = check_prompts(prompts, info.image_hw)
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputWriteError(f"--output {output_dir}: is a file, expected a folder")
+    try:
+        with FolderLock(output_dir):
+            return _run_locked(source, predictor, prompts, output_dir, config, num_frames,
+                               init_frame, overwrite, progress)
+    except OSError as exc:
+        raise OutputWriteError(_write_failure(exc, output_dir)) from None
+
+
+def _run_locked(
+    source: FrameSource,
+    predictor: Any,
+    prompts: Sequence[Prompt],
+    output_dir: Path,
+    config: RunConfig,
+    num_frames: int,
+    init_frame: int,
+    overwrite: bool,
+    progress: bool,
+) -> VideoRunSummary:
+    from tqdm import tqdm
+
+    info = source.info
     names = frame_names_for(source, num_frames)
     fingerprint = _fingerprint(info.name, prompts, config)
-    record_path = output_dir / RUN_RECORD
-    done = 0
-    if record_path.exists() and not overwrite:
-        previous = json.loads(record_path.read_text())
-        if previous.get("fingerprint") != fingerprint:
-            raise OutputConflictError(
-                f"{output_dir}: holds results of a different run (source, prompts or config "
-                "differ); pass --overwrite or choose another --output"
-            )
-        done = completed_frames(output_dir, names)
-    elif overwrite:
-        for sub in ("masks", "json"):
-            for old in (output_dir / sub).glob("*"):
-                old.unlink()
+    done, snapshot = _earlier_progress(output_dir, fingerprint, names, overwrite)
+    # Only now, with the folder locked and known to be ours, is anything written.
     write_text_atomic(
-        record_path,
+        output_dir / RUN_RECORD,
         json.dumps({"fingerprint": fingerprint, "source": info.name, "num_frames": num_frames},
                    indent=2),
     )
+    dump_config(config, output_dir / "resolved_config.yaml",
+                checkpoint_sha256=checkpoint_digest(config.model))
 
     timer = StageTimer()
-    tracker = VideoTracker(TimedSegmenter(predictor, timer), config.tracker, config.prompt,
-                           seed=config.seed)
+    segmenter = TimedSegmenter(predictor, timer)
+    tracker = VideoTracker(segmenter, config.tracker, config.prompt, seed=config.seed)
+    totals = RunTotals.from_json(snapshot.summary if snapshot is not None else {})
     io = config.io
     start_time = time.perf_counter()
-    # Resuming: the tracker restarts from the last complete frame's masks (its logits are
-    # re-derived), and the overlay video is re-rendered from the PNGs already written.
-    resume_from = done if done > init_frame else 0
     frames = _timed(prefetch(source.frames(0, num_frames)), timer)
-    processed = 0
-    interrupted = False
-    object_stats: dict[int, dict[str, float]] = {}
-    with ResultSink(output_dir, info.image_hw, info.fps, save_png=io.save_png,
-                    save_json=io.save_json, save_video=io.save_video) as sink:
-        bar = tqdm(total=num_frames, initial=0, unit="frame", disable=not progress,
-                   desc=Path(info.name).name, dynamic_ncols=True)
-        try:
-            for frame_idx, frame in zip(range(resume_from), frames, strict=False):
-                sink.replay(names[frame_idx], frame)
-                bar.update(1)
-                if frame_idx == resume_from - 1:
-                    _restore(tracker, frame, output_dir, names[frame_idx], frame_idx, config.seed)
-            for result in tracker.track(frames, {init_frame: prompts}):
-                write_start = time.perf_counter()
-                sink.write(names[result.frame_idx], tracker.state.frame, result)
-                timer.add("write (queue)", time.perf_counter() - write_start)
-                accumulate_object_stats(object_stats, result)
-                processed += 1
-                bar.update(1)
-                elapsed = time.perf_counter() - start_time
-                bar.set_postfix(fps=f"{processed / elapsed:.2f}", objects=len(result))
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            bar.close()
-    seconds = time.perf_counter() - start_time
-    stats = {
-        obj_id: {"frames_visible": s["frames"], "mean_score": s["score"] / max(s["frames"], 1)}
-        for obj_id, s in sorted(object_stats.items())
-    }
-    summary = VideoRunSummary(
-        output_dir=str(output_dir),
-        num_frames=num_frames,
-        frames_processed=processed,
-        frames_resumed=max(resume_from, 0),
-        seconds=seconds,
-        fps=processed / seconds if seconds > 0 else 0.0,
-        stage_ms_per_frame=timer.per_frame_ms(processed),
-        objects=stats,
-        complete=not interrupted,
-    )
-    write_text_atomic(output_dir / SUMMARY, json.dumps(asdict(summary), indent=2))
-    if interrupted:
+    run = _RunProgress(start_time, done)
+    try:
+        with ResultSink(output_dir, info.image_hw, info.fps, save_png=io.save_png,
+                        save_json=io.save_json, save_video=io.save_video) as sink:
+            bar = tqdm(total=num_frames, initial=0, unit="frame", disable=not progress,
+                       desc=Path(info.name).name, dynamic_ncols=True)
+            try:
+                # Frames complete before: only their overlay is drawn again (from the masks).
+                for frame_idx, frame in zip(range(done), frames, strict=False):
+                    sink.replay(names[frame_idx], frame)
+                    bar.update(1)
+                if snapshot is not None:
+                    tracker.restore(snapshot.tracker)
+                    segmenter.load_stream_state(snapshot.segmenter)
+                for result in tracker.track(frames, {init_frame: prompts}):
+                    write_start = time.perf_counter()
+                    totals.add(result, run.elapsed_since_last())
+                    state = None
+                    if sink.resumable:
+                        state = take_snapshot(tracker.state, segmenter.stream_state(),
+                                              totals.to_json())
+                    sink.write(names[result.frame_idx], tracker.state.frame, result, state)
+                    timer.add("write (queue)", time.perf_counter() - write_start)
+                    run.processed += 1
+                    bar.update(1)
+                    bar.set_postfix(fps=f"{run.fps():.2f}", objects=len(result))
+            except KeyboardInterrupt:
+                run.interrupted = True
+            finally:
+                bar.close()
+    except OSError:
+        _write_summary(output_dir, num_frames, run, timer, totals, complete=False, quiet=True)
+        raise
+    summary = _write_summary(output_dir, num_frames, run, timer, totals,
+                             complete=not run.interrupted)
+    if run.interrupted:
         raise KeyboardInterrupt
     return summary
 
 
-def _restore(tracker: VideoTracker, frame: np.ndarray, output_dir: Path, name: str,
-             frame_idx: int, seed: int) -> None:
-    """Re-create the tracker's objects on a completed frame from its written masks."""
-    index = load_index_mask(output_dir, name, (frame.shape[0], frame.shape[1]))
-    tracker.restore(TrackerState(frame_idx=frame_idx - 1, rng=np.random.default_rng(seed)))
-    tracker.step(frame, [Prompt(mask=index == obj_id, obj_id=obj_id)
-                         for obj_id in (int(i) for i in np.unique(index) if i != 0)])
+@dataclass
+class _RunProgress:
+    """This run's counters (the summary's "this run" half)."""
+
+    start_time: float
+    resumed: int
+    processed: int = 0
+    interrupted: bool = False
+    _last: float = 0.0
+
+    def elapsed_since_last(self) -> float:
+        """Seconds since the previous call (or the start)."""
+        now = time.perf_counter() - self.start_time
+        delta, self._last = now - self._last, now
+        return delta
+
+    def fps(self) -> float:
+        elapsed = time.perf_counter() - self.start_time
+        return self.processed / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass
+class RunTotals:
+    """The summary's accumulators over every run of one output folder (saved for resume).
+
+    Attributes:
+        objects: per obj_id, frames visible and the sum of their predicted IoU.
+        frames: frames tracked, over all runs.
+        seconds: tracking seconds, over all runs.
+    """
+
+    objects: dict[int, dict[str, float]] = field(default_factory=dict)
+    frames: int = 0
+    seconds: float = 0.0
+
+    def add(self, result: FrameResult, seconds: float) -> None:
+        """Count one frame's visible objects and the time it took."""
+        accumulate_object_stats(self.objects, result)
+        self.frames += 1
+        self.seconds += seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {"objects": {str(k): v for k, v in self.objects.items()}, "frames": self.frames,
+                "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunTotals:
+        objects = {int(k): dict(v) for k, v in data.get("objects", {}).items()}
+        return cls(objects, int(data.get("frames", 0)), float(data.get("seconds", 0.0)))
+
+
+def _earlier_progress(
+    output_dir: Path, fingerprint: str, names: list[str], overwrite: bool
+) -> tuple[int, Snapshot | None]:
+    """(frames already complete, the state after the last of them) of an earlier run here.
+
+    Raises:
+        OutputConflictError: the folder holds another run's results, or an unreadable record.
+    """
+    record_path = output_dir / RUN_RECORD
+    # Temp files of a killed run (atomic writes that never reached their rename): with the
+    # folder locked, no live writer owns them.
+    for folder in (output_dir, output_dir / "masks", output_dir / "json", output_dir / STATE_DIR):
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+    if overwrite:
+        for sub in ("masks", "json", STATE_DIR):
+            for old in (output_dir / sub).glob("*"):
+                old.unlink()
+        return 0, None
+    if not record_path.exists():
+        return 0, None
+    try:
+        previous = json.loads(record_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        previous = None
+    if not isinstance(previous, dict):
+        raise OutputConflictError(
+            f"{record_path}: unreadable (not the JSON record of a run); pass --overwrite or "
+            "choose another --output"
+        )
+    if previous.get("fingerprint") != fingerprint:
+        raise OutputConflictError(
+            f"{output_dir}: holds results of a different run (source, prompts or config "
+            "differ); pass --overwrite or choose another --output"
+        )
+    done = completed_frames(output_dir, names)
+    if done == 0:
+        return 0, None
+    try:
+        return done, load_snapshot(state_path(output_dir, done - 1))
+    except ValueError:
+        # Frames without their state (written by an older version): recompute them all,
+        # which writes the same bytes again.
+        logger.warning("%s: no resume state for frame %d; starting over", output_dir, done - 1)
+        return 0, None
+
+
+def _write_summary(
+    output_dir: Path,
+    num_frames: int,
+    run: _RunProgress,
+    timer: StageTimer,
+    totals: RunTotals,
+    *,
+    complete: bool,
+    quiet: bool = False,
+) -> VideoRunSummary:
+    seconds = time.perf_counter() - run.start_time
+    summary = VideoRunSummary(
+        output_dir=str(output_dir),
+        num_frames=num_frames,
+        frames_processed=run.processed,
+        frames_resumed=run.resumed,
+        seconds=seconds,
+        fps=run.processed / seconds if seconds > 0 else 0.0,
+        stage_ms_per_frame=timer.per_frame_ms(run.processed),
+        objects={
+            obj_id: {"frames_visible": s["frames"], "mean_score": s["score"] / max(s["frames"], 1)}
+            for obj_id, s in sorted(totals.objects.items())
+        },
+        complete=complete,
+        frames_tracked_all_runs=totals.frames,
+        seconds_all_runs=totals.seconds,
+    )
+    try:
+        write_text_atomic(output_dir / SUMMARY, json.dumps(asdict(summary), indent=2))
+    except OSError:
+        if not quiet:
+            raise
+    return summary
+
+
+def _write_failure(exc: OSError, output_dir: Path) -> str:
+    """One line for a file-system failure: what, where, and that the run can resume."""
+    where = exc.filename or output_dir
+    reason = exc.strerror or str(exc)
+    return (f"cannot write {where}: {reason}; the frames written before are whole, and the "
+            "same command resumes after them once the folder can be written again")
 
 
 def accumulate_object_stats(stats: dict[int, dict[str, float]], result: FrameResult) -> None:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from vos.cli import main
+import sys
+from collections.abc import Sequence
 
-__all__ = ["main"]
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: :func:`vos.cli.main`."""
+    from vos.cli import main as cli_main
+
+    return cli_main(argv)
+
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        # Ctrl-C while Python is still importing torch and the models: no traceback.
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

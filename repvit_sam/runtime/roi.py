@@ -207,6 +207,20 @@ class RoiSegmenter(SegmenterWrapper):
         inner = inner if isinstance(inner, FastMode) else FastMode(pad_square=False)
         return FastMode(input_size=inner.input_size, pad_square=False, int8=inner.int8, roi=True)
 
+    def stream_state(self) -> dict[str, np.ndarray]:
+        """The boxes the next crop must hold (those seen since the last encode, or before)."""
+        seen = np.concatenate(self._seen) if self._seen else np.zeros((0, 4), np.float32)
+        return {"roi.boxes": self._boxes.copy(), "roi.seen": seen.astype(np.float32),
+                "roi.has_seen": np.array(bool(self._seen)), **super().stream_state()}
+
+    def load_stream_state(self, state: dict[str, np.ndarray]) -> None:
+        own = {k: v for k, v in state.items() if k.startswith("roi.")}
+        super().load_stream_state({k: v for k, v in state.items() if k not in own})
+        if own:
+            self._boxes = np.asarray(own["roi.boxes"], np.float32).reshape(-1, 4)
+            seen = np.asarray(own["roi.seen"], np.float32).reshape(-1, 4)
+            self._seen = [seen] if bool(own["roi.has_seen"]) else []
+
     def encode(self, image: np.ndarray) -> RoiEmbedding:
         """Encode the crop around the last known object boxes ((H, W, 3) uint8 RGB frame)."""
         frame_hw = (int(image.shape[0]), int(image.shape[1]))

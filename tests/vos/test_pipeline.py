@@ -86,7 +86,8 @@ def test_interrupted_run_leaves_valid_frames_and_resumes(scene_folder, tmp_path:
     with open_source(folder) as source:
         summary = run_video(source, fake, prompts_for(scene), out, RunConfig(), progress=False)
     assert summary.frames_resumed == 7 and summary.frames_processed == 5
-    assert fake.encode_calls == list(range(6, 12)), "restarts from the last complete frame"
+    # The state after frame 6 was saved with it: no frame is encoded twice.
+    assert fake.encode_calls == list(range(7, 12)), "continues after the last complete frame"
     for t in range(12):
         index = read_palette_png(out / "masks" / f"{t:05d}.png")
         assert np.array_equal(index == 1, scene.gt_masks[t, 0])

@@ -22,7 +22,7 @@ from repvit_sam.utils.malloc import retain_freed_memory
 from vos.batch.errors import WorkerInitError, describe, one_line
 from vos.batch.manifest import VideoJob
 from vos.batch.results import base_record
-from vos.config import RunConfig, dump_config
+from vos.config import RunConfig
 from vos.io.prompt_input import check_prompts, masks_from_png
 from vos.types import Prompt, PromptError
 
@@ -174,7 +174,6 @@ class VideoWorker:
 
     def _run(self, job: VideoJob, options: JobOptions, predictor: Any) -> Any:
         from vos.io.sources import open_source
-        from vos.models import checkpoint_digest
         from vos.pipeline import run_video
 
         output = Path(options.output_root) / job.key
@@ -182,9 +181,6 @@ class VideoWorker:
             self.cfg, io=dataclasses.replace(self.cfg.io, source=job.source, output_dir=str(output)))
         with open_source(job.source, backend=options.reader) as source:
             prompts = check_prompts(self._prompts(job, source, options), source.info.image_hw)
-            output.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, output / "resolved_config.yaml",
-                        checkpoint_sha256=checkpoint_digest(cfg.model))
             return run_video(source, predictor, prompts, output, cfg, init_frame=job.init_frame,
                              max_frames=job.max_frames, overwrite=options.overwrite,
                              progress=False)

@@ -1,4 +1,4 @@
-"""The command line: ``python -m vos.run [video|webcam|davis|uvo|batch] ...`` (``repvit-vos``).
+"""The command line: ``python -m vos.run [video|webcam|davis|vos|uvo|batch] ...`` (``repvit-vos``).
 
 Thin by design (STYLE 5.11): each mode module parses its flags, builds the config, the
 segmenter (``vos.models``) and the source, and calls the library. One module per mode, each
@@ -12,6 +12,7 @@ Examples:
     python -m vos.run video.mp4 --init-box 100,80,220,240 --checkpoint weights/repvit_sam.pt
     python -m vos.run davis --root DAVIS --output results/davis --checkpoint ...
     python -m vos.run davis --root DAVIS --eval-only results/osvos
+    python -m vos.run vos --preset youtube-vos --root YouTube-VOS/2019/valid -o out/yt ...
     python -m vos.run uvo --root UVO/frames --annotations gt.json --output results/uvo ...
 """
 
@@ -23,7 +24,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from repvit_sam.build import CheckpointError
 from vos.cli.common import one_line
 
 # Mode name -> module of vos.cli (imported when the parser is built).
@@ -31,6 +31,7 @@ MODES = {
     "video": "vos.cli.video",
     "webcam": "vos.cli.webcam",
     "davis": "vos.cli.davis",
+    "vos": "vos.cli.vos",
     "uvo": "vos.cli.uvo",
     "batch": "vos.cli.batch",
 }
@@ -62,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from repvit_sam.build import CheckpointError
     from repvit_sam.utils.malloc import retain_freed_memory
 
     retain_freed_memory()  # large tensors off glibc's mmap path: 20% of the encoder on CPU
@@ -72,3 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # datasets, output folders, models) or a CheckpointError: one line, status 2.
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # The machine's side: a full disk, a read-only folder, a missing permission.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{one_line(exc.strerror or exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        # Ctrl-C before a mode's own handler (loading the model, exporting a graph).
+        print("interrupted", file=sys.stderr)
+        return 130

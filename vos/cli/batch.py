@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from vos.models import check_model_config
 
     cfg = config_from(args)
-    check_model_config(cfg.model)  # before starting any worker
+    # Before starting any worker; Ray workers may have GPUs this driver lacks.
+    check_model_config(cfg.model, device=args.engine != "ray")
     if args.engine == "ray":
         import_ray()
     cfg = with_output_flags(cfg, args)

@@ -70,6 +70,17 @@ def config_from(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, overrides)
 
 
+def check_init_frame(init_frame: int, num_frames: int | None, max_frames: int | None) -> None:
+    """``--init-frame`` against the video's length (when known), before the model loads."""
+    if init_frame < 0:
+        raise UsageError(f"--init-frame {init_frame}: expected >= 0")
+    limit = min(n for n in (num_frames, max_frames) if n is not None) if (
+        num_frames is not None or max_frames is not None) else None
+    if limit is not None and init_frame >= limit:
+        raise UsageError(f"--init-frame {init_frame}: the video has {limit} frames"
+                         + (" (--max-frames)" if limit == max_frames else ""))
+
+
 def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
     """The end-of-run table: a title line, then aligned ``key  value`` rows."""
     print(title)

@@ -11,12 +11,12 @@ from vos.cli.common import (
     UsageError,
     add_common_arguments,
     add_output_arguments,
+    check_init_frame,
     config_from,
     interrupted,
     print_table,
     with_output_flags,
 )
-from vos.config import dump_config
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -40,9 +40,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Track the prompted objects through the video; print the end-of-run table."""
+    from vos.io.lock import FolderLock
     from vos.io.prompt_input import check_prompts, prompts_from_flags
     from vos.io.sources import open_source
-    from vos.models import build_segmenter, checkpoint_digest
+    from vos.models import build_segmenter, check_model_config
     from vos.pipeline import run_video
 
     cfg = with_output_flags(config_from(args), args)
@@ -53,22 +54,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-frames {args.max_frames}: expected >= 1")
     with open_source(args.source, backend=args.reader) as source:
         # Everything that can be checked is checked before the model loads (seconds).
+        image_hw = source.info.image_hw
         prompts = check_prompts(
-            prompts_from_flags(args.init_box, args.init_points, args.init_mask,
-                               source.info.image_hw),
-            source.info.image_hw,
+            prompts_from_flags(args.init_box, args.init_points, args.init_mask, image_hw),
+            image_hw,
         )
-        segmenter = build_segmenter(cfg.model)
-        output.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, output / "resolved_config.yaml",
-                    checkpoint_sha256=checkpoint_digest(cfg.model))
-        try:
-            summary = run_video(source, segmenter, prompts, output, cfg,
-                                init_frame=args.init_frame, max_frames=args.max_frames,
-                                overwrite=args.overwrite, progress=not args.quiet)
-        except KeyboardInterrupt:
-            return interrupted(f"the frames written so far in {output} are complete; "
-                               "run the same command again to resume")
+        check_init_frame(args.init_frame, source.info.num_frames, args.max_frames)
+        check_model_config(cfg.model)
+        # One run per folder, refused at once; the pipeline keeps the same lock.
+        with FolderLock(output):
+            segmenter = build_segmenter(cfg.model)
+            try:
+                summary = run_video(source, segmenter, prompts, output, cfg,
+                                    init_frame=args.init_frame, max_frames=args.max_frames,
+                                    overwrite=args.overwrite, progress=not args.quiet)
+            except KeyboardInterrupt:
+                return interrupted(f"the frames written so far in {output} are complete; "
+                                   "run the same command again to resume")
     rows = [("output", summary.output_dir),
             ("frames", f"{summary.frames_processed} processed, {summary.frames_resumed} resumed"),
             ("speed", f"{summary.fps:.2f} frames/s ({summary.seconds:.1f} s)"),

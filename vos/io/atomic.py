@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import IO, Any
 
 
+class OutputWriteError(ValueError):
+    """An output folder cannot be written (full disk, read-only, no permission, a file)."""
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temp file beside ``path``; rename it over ``path`` when the block ends cleanly.
@@ -40,6 +44,12 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
         with open(tmp, mode.replace("w", "x"), **kwargs) as handle:
             yield handle
         os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:
+            # A failed write() names no file: name the one being written.
+            raise OSError(exc.errno, exc.strerror, str(dest)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

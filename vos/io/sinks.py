@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import shutil
+import struct
 import subprocess
 import threading
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import numpy as np
 
 from vos.io.atomic import write_text_atomic
 from vos.io.davis_png import davis_palette, read_palette_png, write_palette_png
+from vos.io.resume_state import Snapshot, prune_states, save_snapshot
 from vos.types import FrameResult
 
 logger = logging.getLogger(__name__)
@@ -180,7 +182,9 @@ class VideoWriter:
     """H.264 mp4 writer fed with RGB frames through an ffmpeg pipe (ffmpeg-python).
 
     Frames go to ``<path>.partial``; ``close()`` finalises the file and renames it, so a
-    reader never sees a half-written ``overlay.mp4``.
+    reader never sees a half-written ``overlay.mp4``. The mp4 is fragmented, one fragment per
+    frame: when the disk fills up (or ffmpeg dies) the fragments already on disk still play,
+    so ``close`` keeps them, cut after the last whole fragment, instead of losing the video.
     """
 
     def __init__(self, path: Path, image_hw: tuple[int, int], fps: float) -> None:
@@ -193,8 +197,13 @@ class VideoWriter:
                               framerate=fps)
         # yuv420p needs even sizes; pad by one pixel where needed.
         stream = stream.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+        # Every frame leaves the encoder at once (zerolatency: no lookahead, no B-frames) as
+        # its own fragment, flushed to the file, so what is on disk always plays.
         stream = ffmpeg.output(stream, str(self._partial), format="mp4", vcodec="libx264",
-                               pix_fmt="yuv420p", crf=20, preset="veryfast", movflags="+faststart",
+                               pix_fmt="yuv420p", crf=20, preset="veryfast", tune="zerolatency",
+                               movflags="+frag_keyframe+empty_moov+default_base_moof",
+                               frag_duration=max(1, int(1e6 / max(fps, 1e-3))),
+                               flush_packets=1,
                                # One x264 thread: the overlay must not take cores from the model.
                                threads=1)
         command = ffmpeg.compile(
@@ -218,7 +227,12 @@ class VideoWriter:
         self.frames_written += 1
 
     def close(self) -> None:
-        """Finish the file; it is renamed into place only if ffmpeg succeeded."""
+        """Finish the file and rename it into place.
+
+        Raises:
+            OSError: ffmpeg failed (a full disk, a vanished folder); the whole fragments it
+                wrote are kept as ``overlay.mp4`` all the same.
+        """
         assert self._process.stdin is not None
         try:
             self._process.stdin.close()
@@ -226,13 +240,44 @@ class VideoWriter:
             pass
         err = self._process.stderr.read() if self._process.stderr is not None else b""
         self._process.wait()
-        if self._process.returncode != 0 or self.frames_written == 0:
-            self._partial.unlink(missing_ok=True)
-            if self.frames_written:
-                message = err.decode(errors="replace").strip().splitlines()
-                raise RuntimeError(f"{self.path}: ffmpeg failed ({message[-1] if message else ''})")
+        if self._process.returncode == 0 and self.frames_written:
+            os.replace(self._partial, self.path)
             return
-        os.replace(self._partial, self.path)
+        if self._process.returncode == 0 or not self._partial.exists():
+            self._partial.unlink(missing_ok=True)
+            return
+        if keep_whole_fragments(self._partial):
+            os.replace(self._partial, self.path)
+        else:
+            self._partial.unlink(missing_ok=True)
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise OSError(f"{self.path}: ffmpeg failed ({lines[-1] if lines else 'no message'})")
+
+
+def keep_whole_fragments(path: Path) -> bool:
+    """Cut a fragmented mp4 after its last complete fragment; False when none is complete.
+
+    The file is a chain of boxes (32-bit big-endian size, 4-byte type): ``ftyp``, an empty
+    ``moov``, then one ``moof`` + ``mdat`` pair per fragment. A writer that died mid-box leaves
+    a box whose size runs past the end of the file.
+    """
+    size = path.stat().st_size
+    offset = whole = 0
+    fragments = 0
+    with open(path, "r+b") as handle:
+        while offset + 8 <= size:
+            handle.seek(offset)
+            box_size, kind = struct.unpack(">I4s", handle.read(8))
+            if box_size == 1:  # 64-bit size follows the type
+                box_size = struct.unpack(">Q", handle.read(8))[0]
+            if box_size < 8 or offset + box_size > size:
+                break
+            offset += box_size
+            if kind == b"mdat":
+                whole, fragments = offset, fragments + 1
+        if fragments:
+            handle.truncate(whole)
+    return fragments > 0
 
 
 # Niceness of the result writer thread and the ffmpeg encoder: on a small machine they share
@@ -332,13 +377,32 @@ class ResultSink:
         self._video = VideoWriter(self.output_dir / OVERLAY_NAME, image_hw, fps) if save_video else None
         self.frames_written = 0
 
-    def write(self, frame_name: str, frame: np.ndarray, result: FrameResult) -> None:
-        """Queue the outputs of one frame (returns before they hit the disk)."""
+    @property
+    def resumable(self) -> bool:
+        """Whether frames get a completion marker (a JSON or a PNG) that resume can count."""
+        return self.save_png or self.save_json
+
+    def write(
+        self,
+        frame_name: str,
+        frame: np.ndarray,
+        result: FrameResult,
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        """Queue the outputs of one frame (returns before they hit the disk).
+
+        Args:
+            frame_name: file stem of the frame's outputs.
+            frame: (H, W, 3) uint8 RGB, for the overlay.
+            result: the frame's objects.
+            snapshot: the run's state after this frame (the resume file), written before the
+                frame's completion marker so that a complete frame always has its state.
+        """
         index = result.to_index_mask(self.overlap)  # type: ignore[arg-type]
         if index.dtype != np.uint8 and self.save_png:
             raise ValueError(f"frame {frame_name}: obj_id above 255 cannot go in a palette PNG")
         record = frame_record(result, frame_name) if self.save_json else None
-        self._writer.submit(lambda: self._write_files(frame_name, frame, index, record))
+        self._writer.submit(lambda: self._write_files(frame_name, frame, index, record, snapshot))
 
     def replay(self, frame_name: str, frame: np.ndarray) -> None:
         """Re-render the overlay of a frame completed by an earlier (interrupted) run."""
@@ -349,29 +413,60 @@ class ResultSink:
         self._writer.submit(lambda: video.write(draw_overlay(frame, index)))
 
     def _write_files(
-        self, frame_name: str, frame: np.ndarray, index: np.ndarray, record: dict | None
+        self,
+        frame_name: str,
+        frame: np.ndarray,
+        index: np.ndarray,
+        record: dict | None,
+        snapshot: Snapshot | None,
     ) -> None:
+        # Order matters for resume: the JSON (else the PNG) marks the frame complete, so the
+        # state file goes first and the previous one is removed only after the marker; the
+        # overlay follows, so that it holds exactly the complete frames.
+        if snapshot is not None:
+            save_snapshot(self.output_dir, snapshot)
         if self.save_png:
             write_palette_png(self.output_dir / MASKS_DIR / f"{frame_name}.png", index)
-        if self._video is not None:
-            self._video.write(draw_overlay(frame, index))
         if record is not None:
             write_text_atomic(self.output_dir / JSON_DIR / f"{frame_name}.json", json.dumps(record))
+        if snapshot is not None:
+            prune_states(self.output_dir, keep_from=snapshot.frame_idx)
+        if self._video is not None:
+            self._video.write(draw_overlay(frame, index))
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush every queued frame and finalise the overlay video."""
+        """Flush every queued frame and finalise the overlay video.
+
+        Raises:
+            OSError: the first write failure (a full disk, say); the overlay is finalised
+                up to its last whole frame all the same.
+        """
+        first: BaseException | None = None
         try:
             self._writer.close()
-        finally:
-            if self._video is not None:
+        except BaseException as exc:
+            first = exc
+        if self._video is not None:
+            try:
                 self._video.close()
+            except OSError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
     def __enter__(self) -> ResultSink:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.close()
+        except OSError:
+            if exc_type is None:
+                raise
+            # Already failing (the first write error, or Ctrl-C): that one is reported; the
+            # close still finalised what it could.
+            logger.debug("closing the sink after an error failed too", exc_info=True)
 
 
 def probe_video_frames(path: Path) -> int:
