@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -38,7 +39,7 @@ from vos.io.prompt_input import check_prompts
 from vos.io.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, SourceError, open_source
 from vos.models import CHECKPOINT_ENV, NO_CHECKPOINT, build_segmenter
 from vos.pipeline import run_video
-from vos.types import Prompt, PromptError
+from vos.types import MAX_POINTS, Prompt, PromptError
 
 logger = logging.getLogger("demos.app")
 
@@ -195,6 +196,8 @@ def parse_prompt(data: Any, video: Video) -> Prompt:
             raise DemoError("empty box: drag a box with a visible width and height on the frame")
         box = np.array([x0, y0, x1, y1], np.float32)
     points = labels = None
+    if not isinstance(points_data, list) or len(points_data) > MAX_POINTS:
+        raise DemoError(f"bad points: expected a list of at most {MAX_POINTS} [x, y, label]")
     if points_data:
         try:
             rows = [(float(p[0]), float(p[1]), int(p[2]) if len(p) > 2 else 1) for p in points_data]
@@ -209,8 +212,8 @@ def parse_prompt(data: Any, video: Video) -> Prompt:
             raise DemoError("only 'Remove area' points: click the object once in 'Add area' mode")
     if box is None and points is None:
         raise DemoError("empty prompt: drag a box around the object (or click on it) first")
-    prompt = Prompt(box_xyxy=box, points_xy=points, point_labels=labels)
     try:
+        prompt = Prompt(box_xyxy=box, points_xy=points, point_labels=labels)
         check_prompts([prompt], (video.height, video.width))
     except PromptError as exc:
         raise DemoError(str(exc).replace("--init-points: ", "").replace("--init-box ", "box ")) \
@@ -328,6 +331,18 @@ def create_app(state: DemoState, *, max_upload_mb: int = 512) -> Any:
 
     def error(message: str, status: int = 400) -> Any:
         return jsonify({"error": message}), status
+
+    @app.before_request
+    def same_origin_only() -> Any:
+        # A page on another site must not make the user's browser upload or start jobs here
+        # (the demo listens on the user's machine): browsers send Origin with every
+        # cross-origin POST, so a state-changing request from another origin is refused.
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return None
+        origin = request.headers.get("Origin") or request.headers.get("Referer")
+        if origin and urlsplit(origin).netloc != request.host:
+            return error("cross-origin request refused: use the demo's own page", 403)
+        return None
 
     @app.errorhandler(DemoError)
     def demo_error(exc: DemoError) -> Any:

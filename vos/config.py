@@ -367,6 +367,8 @@ def load_config(
             raise ConfigError(f"config file {file}: not found (expected a YAML file)")
         try:
             data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {file}: not a text file (expected UTF-8 YAML)") from None
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0] if str(exc) else "parse error"
             raise ConfigError(f"config file {file}: not valid YAML ({first})") from None

@@ -122,9 +122,9 @@ def test_api_rejects_bad_requests(server: tuple[str, Any, Path]) -> None:
 
     base, state, _ = server
 
-    def post(path: str, body: bytes, content_type: str) -> tuple[int, dict]:
+    def post(path: str, body: bytes, content_type: str, **headers: str) -> tuple[int, dict]:
         request = urllib.request.Request(base + path, data=body, method="POST",
-                                         headers={"Content-Type": content_type})
+                                         headers={"Content-Type": content_type, **headers})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, json.loads(response.read())
@@ -152,6 +152,21 @@ def test_api_rejects_bad_requests(server: tuple[str, Any, Path]) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(base + "/api/jobs/nope", timeout=10)
     assert info.value.code == 404
+    # Hostile input: NaN coordinates, a flood of points, a page on another site.
+    status, data = post("/api/segment", json.dumps(
+        {"video_id": sample_id, "box": None, "points": [[float("nan"), 5, 1]]}).encode(),
+        "application/json")
+    assert status == 400 and "finite" in data["error"]
+    status, data = post("/api/segment", json.dumps(
+        {"video_id": sample_id, "points": [[5, 5, 1]] * 400_000}).encode(), "application/json")
+    assert status == 400 and "at most 64" in data["error"]
+    good = json.dumps({"video_id": sample_id, "box": [10, 10, 40, 40]}).encode()
+    status, data = post("/api/segment", good, "application/json", Origin="http://evil.example")
+    assert status == 403 and "cross-origin" in data["error"]
+    status, data = post("/api/upload", form, f"multipart/form-data; boundary={boundary}",
+                        Referer="http://evil.example/page")
+    assert status == 403
+    assert not state.jobs, "no refused request started a job"
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import torch
 
 from repvit_sam import ImageEmbedding, Sam, SamPredictor, build_repvit_sam, sam_model_registry
 from repvit_sam.runtime import EXACT, BackendSegmenter, FastMode, GraphCache, backend_available
+from repvit_sam.runtime.graphs import cpu_has_vnni
 from repvit_sam.runtime.preprocess import preprocess
 from tests.repvit_sam.conformance_fill import write_conformance_checkpoint
 
@@ -207,8 +208,10 @@ def test_int8_encoder_is_calibrated_cached_and_close(
         model, backend=backend, mode="int8", cache=cache, calibration_frames=frames, threads=1
     )
     quantised = seg.encode(frames[0]).features
+    # The graph names the quantisation scheme: 7-bit weights on CPUs without VNNI.
+    scheme = "u8s8" if cpu_has_vnni() else "u8s8r7"
     assert sorted(p.name for p in cache.dir.glob("encoder_int8_*.onnx")) == [
-        "encoder_int8_1024x1024_op17.onnx"
+        f"encoder_int8_1024x1024_op17_{scheme}.onnx"
     ]
     exact = SamPredictor(model).encode(frames[0]).features
     assert rel_l2(quantised.numpy(), exact.numpy()) < 0.05
@@ -316,3 +319,12 @@ def test_decode_postprocess_is_sams_bit_for_bit(
     expected = random_model.postprocess_masks(low_res, input_hw, orig_hw)
     actual = SamPredictor(random_model)._postprocess_masks(low_res, input_hw, orig_hw)
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+
+
+def test_vnni_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    assert cpu_has_vnni(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")  # AMD EPYC, Zen 2
+    assert not cpu_has_vnni(info)
+    assert not cpu_has_vnni(tmp_path / "absent")  # unknown: the safe 7-bit scheme

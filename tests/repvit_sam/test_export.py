@@ -207,9 +207,18 @@ def _sam_onnx_points(
     return torch.cat(coords, 1).numpy(), torch.cat(tags, 1).numpy()
 
 
+# The ONNX wrapper embeds points and box corners in one (N, P + 2, 2) @ (2, 128) product,
+# PromptEncoder in two: a matmul kernel may round a row differently with the other rows of
+# its block, so the two agree to float32 rounding, not always bit for bit (measured on an
+# AVX2 CPU: box+points logits 1.3e-6 apart, IoU 1.5e-7; the other kinds and AVX-512 bitwise).
+# float32's epsilon (1.2e-7) times the decoder's gain on such a change (~10) is ~1e-6:
+# bound 1e-5.
+WRAPPER_RTOL = WRAPPER_ATOL = 1e-5
+
+
 @pytest.mark.parametrize("kind", ["points", "box", "box+points", "mask"])
-def test_onnx_wrapper_equals_prompt_encoder_bit_for_bit(model: Sam, kind: str) -> None:
-    """SAM's ONNX prompt convention gives exactly PromptEncoder's embeddings (torch only)."""
+def test_onnx_wrapper_equals_prompt_encoder(model: Sam, kind: str) -> None:
+    """SAM's ONNX prompt convention gives PromptEncoder's results (torch only)."""
     rng = np.random.default_rng(11)
     points, labels, boxes = _prompts(kind, 3, rng)
     mask_in = torch.from_numpy(rng.normal(0, 4, (3, 1, 256, 256))).float()
@@ -225,15 +234,19 @@ def test_onnx_wrapper_equals_prompt_encoder_bit_for_bit(model: Sam, kind: str) -
             embedding, model.prompt_encoder.get_dense_pe(), sparse, dense
         )
         coords, tags = _sam_onnx_points(points, labels, boxes, 3)
-        actual = SamOnnxDecoder(model).predict_low_res(
+        wrapper = SamOnnxDecoder(model)
+        actual = wrapper.predict_low_res(
             embedding,
             torch.from_numpy(coords),
             torch.from_numpy(tags),
             mask_in,
             torch.tensor([float(with_mask)]),
         )
-    assert torch.equal(actual[0], expected[0])
-    assert torch.equal(actual[1], expected[1])
+        # The dense (mask) path has the same structure on both sides: equal bit for bit.
+        dense_onnx = wrapper._embed_masks(mask_in, torch.tensor([float(with_mask)]))
+    assert torch.equal(dense_onnx, dense)
+    torch.testing.assert_close(actual[0], expected[0], rtol=WRAPPER_RTOL, atol=WRAPPER_ATOL)
+    torch.testing.assert_close(actual[1], expected[1], rtol=WRAPPER_RTOL, atol=WRAPPER_ATOL)
 
 
 DECODER_CASES = [

@@ -195,6 +195,14 @@ def _check_batch(out: Path, records: list[dict], first: str = "ok") -> None:
 # --------------------------------------------------------------------------- manifest
 
 
+def test_a_broken_row_does_not_block_a_later_row_for_the_same_video(tmp_path: Path) -> None:
+    text = "video,prompt\nv/x.mp4,1,2,3\nv/x.mp4,\"1,2,30,40\"\nv/x.mp4,\"5,6,30,40\"\n"
+    broken, fixed, again = read_manifest(_manifest(tmp_path, text))
+    assert broken.error is not None and "four numbers" in broken.error
+    assert fixed.error is None and fixed.key == "x"
+    assert again.error is not None and "already used by row 3" in again.error
+
+
 @pytest.mark.parametrize(
     ("cell", "expected"),
     [

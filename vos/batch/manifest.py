@@ -93,7 +93,10 @@ def read_manifest(path: Path, *, max_frames: int | None = None) -> list[VideoJob
     path = Path(path)
     if not path.is_file():
         raise BatchError(f"{path}: no such manifest file")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise BatchError(f"{path}: not a text file (expected a UTF-8 CSV or JSONL manifest)") from None
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         rows = list(_jsonl_rows(path, text))
     else:
@@ -101,13 +104,18 @@ def read_manifest(path: Path, *, max_frames: int | None = None) -> list[VideoJob
     if not rows:
         raise BatchError(f"{path}: the manifest lists no videos")
     jobs = [_parse_row(row_no, row, path.parent, max_frames) for row_no, row in rows]
+    # Only rows that can run claim their output folder: a broken row must not block a
+    # later valid row for the same video.
     seen: dict[str, int] = {}
     for i, job in enumerate(jobs):
-        if job.error is None and job.key in seen:
+        if job.error is not None:
+            continue
+        if job.key in seen:
             jobs[i] = dataclasses.replace(job, error=(
                 f"row {job.row}: output folder {job.key!r} is already used by row "
                 f"{seen[job.key]}; add an 'id' column to tell the videos apart"))
-        seen.setdefault(job.key, job.row)
+        else:
+            seen[job.key] = job.row
     return jobs
 
 

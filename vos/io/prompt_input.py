@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vos.io.davis_png import read_palette_png
 from vos.types import Prompt, PromptError
+
+# Ids a DAVIS palette PNG can hold (0 is background, 255 is "void").
+MAX_OBJECT_ID = 254
 
 
 def parse_box(text: str) -> np.ndarray:
@@ -62,15 +64,7 @@ def masks_from_png(path: Path, image_hw: tuple[int, int]) -> list[Prompt]:
     """
     if not path.exists():
         raise PromptError(f"--init-mask {path}: no such file")
-    try:
-        index = read_palette_png(path)
-    except ValueError:
-        import cv2
-
-        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if gray is None:
-            raise PromptError(f"--init-mask {path}: not a readable image") from None
-        index = (gray > 127).astype(np.uint8)
+    index = _read_index_image(path)
     if index.shape != image_hw:
         raise PromptError(
             f"--init-mask {path}: size {index.shape[1]}x{index.shape[0]} differs from the "
@@ -83,7 +77,37 @@ def masks_from_png(path: Path, image_hw: tuple[int, int]) -> list[Prompt]:
     ids = [int(i) for i in np.unique(index) if i not in (0, 255)]
     if not ids:
         raise PromptError(f"--init-mask {path}: the mask is empty (no object pixels)")
+    if ids[-1] > MAX_OBJECT_ID:
+        raise PromptError(
+            f"--init-mask {path}: ids up to {ids[-1]} ({len(ids)} objects); palette PNG outputs "
+            f"hold ids 1..{MAX_OBJECT_ID}, so number the objects from 1 up to {MAX_OBJECT_ID}"
+        )
     return [Prompt(mask=index == i, obj_id=i) for i in ids]
+
+
+def _read_index_image(path: Path) -> np.ndarray:
+    """(H, W) integer ids of a mask file: palette, greyscale, 16-bit or 1-bit.
+
+    Raises:
+        PromptError: an unreadable file, or a colour image (ids must be pixel values).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            mode, fmt = image.mode, image.format
+            array = np.array(image)
+    except (OSError, SyntaxError):
+        raise PromptError(f"--init-mask {path}: not a readable image") from None
+    if mode not in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
+        raise PromptError(
+            f"--init-mask {path}: a colour ({mode}) image; expected a palette (indexed) PNG or a "
+            "single-channel mask whose pixel values are object ids"
+        )
+    if fmt == "JPEG":
+        # Lossy: grey levels are noise around black and white, not ids.
+        return (array > 127).astype(np.uint8)
+    return array.astype(np.int64)
 
 
 def prompts_from_flags(

@@ -149,7 +149,15 @@ def read_rgb(path: Path) -> np.ndarray:
     Raises:
         SourceError: the file is missing or not a readable image.
     """
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read the image ({exc.strerror or exc})") from None
+    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        # A cut-off JPEG decodes with grey rows and only a warning: never use it as a frame.
+        raise SourceError(f"{path}: truncated JPEG (no end-of-image marker); the file is "
+                          "incomplete")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise SourceError(f"{path}: cannot read the image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
