@@ -12,6 +12,7 @@ from vos.batch.manifest import read_manifest
 from vos.batch.results import BatchSummary, ResultBook
 from vos.batch.worker import JobOptions, PredictorFactory
 from vos.config import RunConfig, dump_config
+from vos.io.lock import FolderLock
 
 
 def run_batch(
@@ -79,37 +80,38 @@ def run_batch(
         raise BatchError("--auto-max-masks and --auto-points-per-side: expected >= 1")
     output_dir = Path(output_dir)
     jobs = read_manifest(Path(manifest_path), max_frames=max_frames)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    from vos.models import checkpoint_digest
+    # One batch per folder (each video's folder is locked again by its own run).
+    with FolderLock(output_dir):
+        from vos.models import checkpoint_digest
 
-    dump_config(cfg, output_dir / "resolved_config.yaml",
-                checkpoint_sha256=checkpoint_digest(cfg.model))
-    options = JobOptions(str(output_dir), overwrite=overwrite, reader=reader,
-                         auto_points_per_side=auto_points_per_side, auto_max_masks=auto_max_masks)
-    book = ResultBook(output_dir, jobs, cfg, overwrite=overwrite)
-    todo = [job for job in jobs if book.pending(job)]
-    start = time.perf_counter()
-    from tqdm import tqdm
+        dump_config(cfg, output_dir / "resolved_config.yaml",
+                    checkpoint_sha256=checkpoint_digest(cfg.model))
+        options = JobOptions(str(output_dir), overwrite=overwrite, reader=reader,
+                             auto_points_per_side=auto_points_per_side, auto_max_masks=auto_max_masks)
+        book = ResultBook(output_dir, jobs, cfg, overwrite=overwrite)
+        todo = [job for job in jobs if book.pending(job)]
+        start = time.perf_counter()
+        from tqdm import tqdm
 
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="video", desc="batch",
-               disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="video", desc="batch",
+                   disable=not progress, dynamic_ncols=True)
 
-    def on_result(record: dict[str, Any]) -> None:
-        book.add(record)
-        bar.update(1)
-        bar.set_postfix(ok=book.count("ok"), failed=book.count("failed"))
+        def on_result(record: dict[str, Any]) -> None:
+            book.add(record)
+            bar.update(1)
+            bar.set_postfix(ok=book.count("ok"), failed=book.count("failed"))
 
-    startup = 0.0
-    used_workers = 0
-    try:
-        if todo:
-            run = EngineRun(todo, options, cfg, predictor_factory, workers, retries, on_result)
-            if engine == "local":
-                used_workers, startup = run_local(run)
-            else:
-                used_workers, startup = run_ray(run, address=ray_address)
-    finally:
-        bar.close()
-        book.flush()
-    return BatchSummary(records=book.records(), seconds=time.perf_counter() - start,
-                        startup_seconds=startup, engine=engine, workers=used_workers)
+        startup = 0.0
+        used_workers = 0
+        try:
+            if todo:
+                run = EngineRun(todo, options, cfg, predictor_factory, workers, retries, on_result)
+                if engine == "local":
+                    used_workers, startup = run_local(run)
+                else:
+                    used_workers, startup = run_ray(run, address=ray_address)
+        finally:
+            bar.close()
+            book.flush()
+        return BatchSummary(records=book.records(), seconds=time.perf_counter() - start,
+                            startup_seconds=startup, engine=engine, workers=used_workers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vos.cli.common import UsageError, add_common_arguments, config_from, print_table
+from vos.io.lock import FolderLock
 from vos.models import SegmenterFactory, build_segmenter, checkpoint_digest
 
 
@@ -60,6 +62,26 @@ def run(args: argparse.Namespace, segmenter_factory: SegmenterFactory = build_se
     Raises:
         UsageError, SourceError, PromptError: user errors, printed as one line by the CLI.
     """
+    from vos.live import check_display
+
+    cfg = config_from(args)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames {args.max_frames}: expected >= 1")
+    if not args.no_window:
+        check_display()  # before the model loads: minutes on a slow machine
+    record = args.record or args.no_window
+    output_text = args.output or cfg.io.output_dir
+    output = Path(output_text) if output_text else (
+        Path("outputs") / "webcam" / time.strftime("%Y%m%d-%H%M%S"))
+    folder_lock = FolderLock(output) if record else contextlib.nullcontext()
+    with folder_lock:  # one recording per folder; refused before the camera and model open
+        if record:
+            _check_output(output)
+        return _run_live(args, cfg, output, record, segmenter_factory)
+
+
+def _run_live(args: argparse.Namespace, cfg: Any, output: Path, record: bool,
+              segmenter_factory: SegmenterFactory) -> int:
     from vos.config import dump_config
     from vos.io.atomic import write_text_atomic
     from vos.io.camera import open_camera
@@ -72,20 +94,8 @@ def run(args: argparse.Namespace, segmenter_factory: SegmenterFactory = build_se
         LiveSession,
         LiveWindow,
         PromptDrawer,
-        check_display,
     )
 
-    cfg = config_from(args)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise UsageError(f"--max-frames {args.max_frames}: expected >= 1")
-    if not args.no_window:
-        check_display()  # before the model loads: minutes on a slow machine
-    record = args.record or args.no_window
-    output_text = args.output or cfg.io.output_dir
-    output = Path(output_text) if output_text else (
-        Path("outputs") / "webcam" / time.strftime("%Y%m%d-%H%M%S"))
-    if record:
-        _check_output(output)
     camera = open_camera(args.camera, realtime=args.realtime)
     window: LiveWindow | None = None
     recorder: ResultSink | None = None
