@@ -20,6 +20,9 @@ TARGET_GEMM_FRACTION = 0.93
 TARGET_DECODER_RATIO = 2.0
 TARGET_LOOP_FRACTION = 0.9
 TARGET_FAST_FPS = 5.0
+# Issue #14: 100 objects cost at most 2.5x one object per frame; 254 objects fit in 2 GB.
+TARGET_OBJECTS_RATIO = 2.5
+TARGET_OBJECTS_RSS_MB = 2048
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Report:
     decoder: list[dict[str, Any]] = field(default_factory=list)
     loop: list[dict[str, Any]] = field(default_factory=list)
     agreement: list[dict[str, Any]] = field(default_factory=list)
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    uvo: list[dict[str, Any]] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -81,6 +86,16 @@ def check_targets(report: Report, default_backend: str) -> None:
                                    f"{row['overlap']})",
                                    f">= {TARGET_LOOP_FRACTION}", row["fps_vs_encoder"],
                                    row["fps_vs_encoder"] >= TARGET_LOOP_FRACTION))
+    by_count = {r["objects"]: r for r in report.objects if r["mode"] == "exact"}
+    if 1 in by_count and 100 in by_count:
+        ratio = by_count[100]["frame_ms"] / by_count[1]["frame_ms"]
+        targets.append(_target("frame 100 objects / 1 object (exact)",
+                               f"<= {TARGET_OBJECTS_RATIO}", round(ratio, 2),
+                               ratio <= TARGET_OBJECTS_RATIO))
+    if 254 in by_count:
+        rss = by_count[254]["peak_rss_mb"]
+        targets.append(_target("peak RSS with 254 objects [MB]", f"<= {TARGET_OBJECTS_RSS_MB}",
+                               rss, rss <= TARGET_OBJECTS_RSS_MB))
     fast_rows = [r for r in report.loop if r["mode"] != "exact"]
     if fast_rows:
         best = max(fast_rows, key=lambda r: r["fps"])
@@ -140,7 +155,19 @@ def render_markdown(report: Report) -> str:
             "",
             markdown_table(report.agreement),
         ]
-    out += ["## Targets (issue #7)", "", markdown_table(report.targets)]
+    if report.objects:
+        out += [
+            "## Object scaling (one frame: encoder, batched decoder, tracker, sinks)",
+            "",
+            "Medians over the frames after frame 0 (add_objects_ms: frame 0, where the N "
+            "objects are added); tracker_ms = frame - encode - decode; one interpreter per row.",
+            "",
+            markdown_table(report.objects),
+        ]
+    if report.uvo:
+        out += ["## UVO mode (proposals on frame 0, every one tracked)", "",
+                markdown_table(report.uvo)]
+    out += ["## Targets (issues #7, #14)", "", markdown_table(report.targets)]
     if report.notes:
         out += ["## Notes", ""] + [f"- {note}" for note in report.notes] + [""]
     return "\n".join(out)

@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from vos.bench.encoders import bench_encoders, encoder_configs, encoder_shapes
 from vos.bench.inputs import default_boxes, fill_synthetic_weights, load_frames
 from vos.bench.loop import bench_loop
 from vos.bench.malloc import compare_malloc
+from vos.bench.objects import bench_objects, bench_uvo
 from vos.bench.report import Report, check_targets, render_markdown, write_report
 from vos.bench.segmenters import SegmenterRecipe
 from vos.bench.timing import machine_info, measure_gemm_gflops
@@ -37,7 +39,8 @@ from vos.config import IOConfig
 from vos.io.prompt_input import parse_box
 from vos.types import PromptError
 
-DEFAULT_VIDEO = Path(__file__).resolve().parents[3] / "shared/data/videos/blackswan.mp4"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DEFAULT_VIDEO = DEFAULT_DATA / "videos" / "blackswan.mp4"
 SEED_MODELS = ("repvit", "vit_t", "vit_b")
 
 Models = dict[str, tuple[Sam, str | None]]  # name -> (model, checkpoint or None)
@@ -70,7 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"torch encoder variants to time ({','.join(TORCH_VARIANTS)})")
     parser.add_argument("--sizes", default="1024,768,512",
                         help="square encoder input sizes to time (1024 is exact)")
-    parser.add_argument("--objects", default="1,4,8,16", help="decoder object counts")
+    parser.add_argument("--objects", default="1,4,8,16",
+                        help="object counts of the decoder section (and of the object-scaling "
+                             "section, --only objects), e.g. 1,8,32,100,254")
+    parser.add_argument("--only", default="",
+                        help="run only these sections: encoder, decoder, loop, objects, uvo "
+                             "(comma-separated; default: encoder, decoder and loop)")
+    parser.add_argument("--objects-frames", type=int, default=4,
+                        help="frames per object-scaling run (frame 0 adds the objects)")
+    parser.add_argument("--objects-mode", default="exact",
+                        help="fast mode of the object-scaling runs (default exact)")
     parser.add_argument("--video", default=None,
                         help="video or frame folder (default: ../shared/data/videos/blackswan.mp4"
                              " when present, else synthetic frames)")
@@ -292,6 +304,16 @@ def run_agreement(
                     noise_frames=1 if args.quick else 3)
 
 
+def run_uvo_section(report: Report, model: Any) -> None:
+    """The UVO mode's seconds per video on ``../shared/data/uvo-mini`` (skipped without it)."""
+    sample = DEFAULT_DATA / "uvo-mini" / "gt.json"
+    frames_root = DEFAULT_DATA / "davis-mini-2obj" / "JPEGImages" / "480p"
+    if not sample.is_file() or not frames_root.is_dir():
+        report.notes.append(f"uvo: no sample at {sample}, skipped")
+        return
+    bench_uvo(report, model, frames_root, sample)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -308,13 +330,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vos.bench: {exc}")
         return 2
     boxes = np.stack(args.box) if args.box else default_boxes(image_hw, 1)
-    run_model_sections(report, args, plan, models, frames[0])
+    only = set(_csv(args.only))
+    if not only or only & {"encoder", "decoder"}:
+        run_model_sections(report, args, plan, models, frames[0])
     recipe = SegmenterRecipe.from_report(report, plan.backends, plan.default_backend,
                                          threads=args.threads, frames=frames)
-    if not args.no_loop:
+    if (not only and not args.no_loop) or "loop" in only:
         run_loops(report, args, plan, models, recipe, frames, boxes)
     if args.agreement and "repvit" in models:
         run_agreement(report, args, plan, models, recipe, frames, boxes)
+    if "objects" in only:
+        bench_objects(report, [int(n) for n in _csv(args.objects)], video=plan.video,
+                      frames=args.objects_frames, checkpoint=plan.checkpoints.get("repvit"),
+                      backend="auto" if args.backend == "all" else plan.default_backend,
+                      fast_mode=args.objects_mode, threads=args.threads)
+    if "uvo" in only and "repvit" in models:
+        run_uvo_section(report, models["repvit"][0])
     check_targets(report, plan.default_backend)
     md_path, json_path = write_report(report, Path(args.output))
     print(render_markdown(report))

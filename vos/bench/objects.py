@@ -1,0 +1,234 @@
+"""The object-scaling section (issue #14): what a frame costs with 1 to 254 objects.
+
+Every object count runs in a fresh interpreter, so that its peak RSS is its own: the frames of
+a real video, a grid of real-sized objects given as masks on frame 0 (the layout of a 254-id
+DAVIS palette mask, cut to the first N cells, so every object has the same size whatever N),
+the CLI's segmenter and sinks (palette PNG, JSON, overlay). Per frame it measures the whole
+frame, the encoder, the mask decoder and the rest (tracker and queueing the outputs); frame 0,
+where the objects are added, is left out of the medians.
+
+With synthetic weights the decoder's masks are arbitrary, so the tracker is told to keep every
+object (``min_score=0``, ``min_area_ratio=0``): the timings then describe tracking N objects,
+as a trained model would, rather than N objects lost on the first frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repvit_sam.segmenter import DecodePrompts, MaskPrediction, SegmenterWrapper
+from vos.types import Prompt
+
+logger = logging.getLogger(__name__)
+
+GRID_CAPACITY = 254  # a DAVIS palette's object ids
+
+
+def object_grid(image_hw: tuple[int, int], count: int,
+                capacity: int = GRID_CAPACITY) -> list[Prompt]:
+    """``count`` mask prompts (obj_ids 1..N) on a grid laid out for ``capacity`` objects.
+
+    Each object is an ellipse filling 70% of its grid cell, so its size does not depend on
+    ``count``.
+
+    Raises:
+        ValueError: ``count`` above ``capacity``.
+    """
+    if not 1 <= count <= capacity:
+        raise ValueError(f"objects: expected 1 to {capacity}, got {count}")
+    h, w = image_hw
+    cols = int(np.ceil(np.sqrt(capacity * w / h)))
+    rows = int(np.ceil(capacity / cols))
+    cell_h, cell_w = h / rows, w / cols
+    yy, xx = np.mgrid[0:h, 0:w]
+    prompts = []
+    for i in range(count):
+        r, c = divmod(i, cols)
+        cy, cx = (r + 0.5) * cell_h, (c + 0.5) * cell_w
+        mask = ((yy - cy) / (0.35 * cell_h)) ** 2 + ((xx - cx) / (0.35 * cell_w)) ** 2 <= 1
+        prompts.append(Prompt(mask=mask, obj_id=i + 1))
+    return prompts
+
+
+class _StageClock(SegmenterWrapper):
+    """Adds up the seconds of ``encode`` and ``decode`` calls (read and reset per frame)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.encode_s = self.decode_s = 0.0
+
+    def encode(self, image: np.ndarray) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.inner.encode(image)
+        finally:
+            self.encode_s += time.perf_counter() - start
+
+    def decode_prompts(self, embedding: Any, prompts: DecodePrompts) -> MaskPrediction:
+        start = time.perf_counter()
+        try:
+            return self.inner.decode(embedding, prompts)
+        finally:
+            self.decode_s += time.perf_counter() - start
+
+
+def measure_objects(settings: dict[str, Any]) -> dict[str, Any]:
+    """One object count, in this process: its table row (see the module docstring).
+
+    Args:
+        settings: ``objects``, ``video``, ``frames``, ``checkpoint`` (or None: synthetic
+            weights), ``backend``, ``fast_mode``, ``threads``.
+    """
+    import torch
+
+    from repvit_sam import sam_model_registry
+    from repvit_sam.runtime import FastMode, build_segmenter
+    from repvit_sam.utils.malloc import retain_freed_memory
+    from vos.bench.inputs import fill_synthetic_weights, load_frames
+    from vos.config import TrackerConfig
+    from vos.io.sinks import ResultSink
+    from vos.tracker import VideoTracker
+
+    retain_freed_memory()  # as the CLI does
+    torch.set_num_threads(int(settings["threads"]))
+    frames, _ = load_frames(settings["video"], int(settings["frames"]))
+    image_hw = (frames[0].shape[0], frames[0].shape[1])
+    model = sam_model_registry["repvit"](settings["checkpoint"], fuse=True).eval()
+    if settings["checkpoint"] is None:
+        fill_synthetic_weights(model)
+    segmenter = build_segmenter(model, settings["backend"],
+                                mode=FastMode.parse(settings["fast_mode"]),
+                                checkpoint=settings["checkpoint"])
+    if hasattr(segmenter, "prepare"):
+        segmenter.prepare(image_hw)
+    clock = _StageClock(segmenter)
+    tracker = VideoTracker(clock, TrackerConfig(min_score=0.0, min_area_ratio=0.0))
+    prompts = {0: object_grid(image_hw, int(settings["objects"]))}
+    rows: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="vos-bench-objects-") as tmp, \
+            ResultSink(Path(tmp), image_hw, 25.0) as sink:
+        start = time.perf_counter()
+        for result in tracker.track(frames, prompts):
+            sink.write(f"{result.frame_idx:05d}", tracker.state.frame, result)
+            now = time.perf_counter()
+            rows.append({"frame": now - start, "encode": clock.encode_s,
+                         "decode": clock.decode_s, "visible": len(result)})
+            clock.encode_s = clock.decode_s = 0.0
+            start = now
+    tracked = rows[1:] or rows  # frame 0 adds the objects
+    median = {key: statistics.median(r[key] for r in tracked)
+              for key in ("frame", "encode", "decode")}
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "objects": int(settings["objects"]),
+        "frames": len(tracked),
+        "frame_ms": round(1000 * median["frame"], 1),
+        "encode_ms": round(1000 * median["encode"], 1),
+        "decode_ms": round(1000 * median["decode"], 1),
+        "tracker_ms": round(1000 * (median["frame"] - median["encode"] - median["decode"]), 1),
+        "add_objects_ms": round(1000 * rows[0]["frame"], 1),
+        "visible_mean": round(statistics.mean(r["visible"] for r in tracked), 1),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+    }
+
+
+def child_main() -> None:
+    """``python -c "from vos.bench.objects import child_main; child_main()" SETTINGS_JSON``."""
+    print(json.dumps(measure_objects(json.loads(sys.argv[1]))))
+
+
+def bench_objects(
+    report: Any,
+    counts: Sequence[int],
+    *,
+    video: str | None,
+    frames: int,
+    checkpoint: str | None,
+    backend: str,
+    fast_mode: str,
+    threads: int,
+) -> None:
+    """One ``objects`` row per count, each measured in a child interpreter.
+
+    Args:
+        report: gets the rows (``report.objects``) and the notes.
+        counts: object counts N, e.g. 1, 8, 32, 100, 254.
+        video: the video (or frame folder) whose frames are tracked; None: synthetic frames.
+        frames: frames per run (frame 0 adds the objects and is not in the medians).
+        checkpoint: the model's weights, or None (synthetic).
+        backend: ``model.backend`` of the run (``auto`` is the CLI's default).
+        fast_mode: ``model.fast_mode`` of the run.
+        threads: torch threads.
+    """
+    base: dict[str, Any] | None = None
+    for count in counts:
+        settings = {"objects": count, "video": video, "frames": frames, "checkpoint": checkpoint,
+                    "backend": backend, "fast_mode": fast_mode, "threads": threads}
+        done = subprocess.run(
+            [sys.executable, "-c", "from vos.bench.objects import child_main; child_main()",
+             json.dumps(settings)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            report.notes.append(f"objects {count}: the run failed "
+                                f"({done.stderr.strip().splitlines()[-1:] or ['?']})")
+            continue
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        base = base or row
+        row["frame_vs_1"] = round(row["frame_ms"] / max(base["frame_ms"], 1e-9), 2)
+        row["decode_vs_1"] = round(row["decode_ms"] / max(base["decode_ms"], 1e-9), 2)
+        report.objects.append({"backend": backend, "mode": fast_mode, **row})
+        logger.info("objects %s", row)
+    report.notes.append(
+        "objects: a grid of same-sized ellipses given as masks on frame 0 (the 254-id layout, "
+        "first N cells); medians over the frames after frame 0; one interpreter per count "
+        "(its own peak RSS); synthetic weights keep every object (min_score=0)"
+        if checkpoint is None else
+        "objects: a grid of same-sized ellipses given as masks on frame 0; medians over the "
+        "frames after frame 0; one interpreter per count (its own peak RSS)")
+
+
+def bench_uvo(report: Any, model: Any, frames_root: Path, annotations: Path, *,
+              max_proposals: int = 100, backend: str = "auto") -> None:
+    """The UVO mode's seconds per video on a sample: proposals on frame 0, all tracked.
+
+    The mask generator's quality thresholds are off, so that synthetic weights also give it
+    ``max_proposals`` objects to track (a trained model passes about that many on UVO).
+    """
+    from repvit_sam import SamAutomaticMaskGenerator
+    from repvit_sam.runtime import build_segmenter
+    from vos.config import PromptConfig, TrackerConfig
+    from vos.eval.drivers import run_uvo
+
+    gt = json.loads(annotations.read_text())
+    generator = SamAutomaticMaskGenerator(model, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                                          box_nms_thresh=1.0, max_num_masks=max_proposals)
+    propose_s: list[float] = []
+
+    def propose(frame: np.ndarray) -> list[np.ndarray]:
+        start = time.perf_counter()
+        masks = [r["segmentation"] for r in generator.generate(frame)]
+        propose_s.append(time.perf_counter() - start)
+        return masks
+
+    tracker = dataclasses.replace(TrackerConfig(), min_score=0.0, min_area_ratio=0.0)
+    with tempfile.TemporaryDirectory(prefix="vos-bench-uvo-") as tmp:
+        pred, timings = run_uvo(gt, frames_root, Path(tmp), build_segmenter(model, backend),
+                                propose, tracker, PromptConfig(), progress=False)
+    for timing, seconds in zip(timings, propose_s, strict=False):
+        report.uvo.append({"video": timing.name, "frames": timing.frames,
+                           "tracks": sum(1 for t in pred if str(t["video_id"]) == timing.name),
+                           "seconds": round(timing.seconds, 1),
+                           "proposals_s": round(seconds, 1),
+                           "s_per_frame": round(timing.seconds / max(timing.frames, 1), 2)})
