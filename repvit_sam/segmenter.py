@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+
+from repvit_sam.mask_upscale import CropMask
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -60,21 +63,89 @@ class ImageEmbedding:
     full_grid_hw: tuple[int, int] | None = None
 
 
-@dataclass(frozen=True)
+class LazyMasks(Protocol):
+    """How a prediction makes its full-size masks on demand (see :class:`MaskPrediction`)."""
+
+    def full(self) -> torch.Tensor:
+        """(N, C, H, W) bool masks of every candidate."""
+        ...
+
+    def crop(self, obj_idx: int, cand_idx: int) -> CropMask | None:
+        """One candidate's mask over where it can be positive; None when it is empty."""
+        ...
+
+
 class MaskPrediction:
     """Masks for N prompt sets decoded against one image embedding.
 
-    Attributes:
-        masks: (N, C, H, W) bool, at the original image size (H, W) = ``orig_hw``.
+    A segmenter either gives the masks at once or a :class:`LazyMasks` that computes them on
+    demand: ``masks`` then upsamples every candidate on first access, while
+    :meth:`candidate_masks` upsamples only the candidates asked for and only where they can
+    be positive, which is what a tracker of many objects needs.
+
+    Args:
+        masks: (N, C, H, W) bool at the original image size (H, W) = ``orig_hw``; or None
+            with ``lazy``.
         iou_scores: (N, C) float32 predicted IoU of each candidate.
         low_res_logits: (N, C, 256, 256) float32 logits in the padded 1024 frame at 1/4 scale.
+        lazy: computes the masks when asked (instead of ``masks``).
 
     C is 3 with ``multimask_output=True`` and 1 otherwise.
     """
 
-    masks: torch.Tensor
-    iou_scores: torch.Tensor
-    low_res_logits: torch.Tensor
+    def __init__(
+        self,
+        masks: torch.Tensor | None,
+        iou_scores: torch.Tensor,
+        low_res_logits: torch.Tensor,
+        *,
+        lazy: LazyMasks | None = None,
+    ) -> None:
+        if masks is None and lazy is None:
+            raise ValueError("MaskPrediction needs masks or a lazy way to compute them")
+        self._masks = masks
+        self._lazy = lazy
+        self.iou_scores = iou_scores
+        self.low_res_logits = low_res_logits
+
+    @property
+    def masks(self) -> torch.Tensor:
+        """(N, C, H, W) bool masks of every candidate (computed on first access if lazy)."""
+        if self._masks is None:
+            assert self._lazy is not None
+            self._masks = self._lazy.full()
+        return self._masks
+
+    def candidate_masks(
+        self, pairs: Sequence[tuple[int, int]]
+    ) -> list[CropMask | None]:
+        """Masks of chosen candidates as crops over where each can be positive.
+
+        Args:
+            pairs: (obj_idx, cand_idx) pairs.
+
+        Returns:
+            One :class:`~repvit_sam.mask_upscale.CropMask` per pair (None for an empty
+            candidate); its crop may hold False margins, never a missing True pixel.
+        """
+        if self._masks is None and self._lazy is not None:
+            return [self._lazy.crop(i, c) for i, c in pairs]
+        masks = self.masks
+        out: list[CropMask | None] = []
+        for obj_idx, cand_idx in pairs:
+            mask = masks[obj_idx, cand_idx].cpu().numpy()
+            rows = np.flatnonzero(mask.any(axis=1))
+            if rows.size == 0:
+                out.append(None)
+                continue
+            cols = np.flatnonzero(mask.any(axis=0))
+            y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            out.append(CropMask(int(x0), int(y0), mask[y0:y1, x0:x1]))
+        return out
+
+    def __repr__(self) -> str:
+        n, c = tuple(self.iou_scores.shape)
+        return f"MaskPrediction(objects={n}, candidates={c}, lazy={self._masks is None})"
 
 
 def _float_tensor(value: ArrayLike) -> torch.Tensor:

@@ -22,12 +22,19 @@ from vos.config import RunConfig, config_to_dict, dump_config
 from vos.io.atomic import OutputWriteError, write_text_atomic
 from vos.io.lock import FolderLock
 from vos.io.prompt_input import check_prompts
-from vos.io.resume_state import STATE_DIR, Snapshot, load_snapshot, state_path, take_snapshot
+from vos.io.resume_state import (
+    STATE_DIR,
+    Snapshot,
+    estimated_state_bytes,
+    latest_state,
+    load_snapshot,
+    take_snapshot,
+)
 from vos.io.sinks import ResultSink, completed_frames
 from vos.io.sources import FrameSource, SourceError, prefetch
 from vos.models import checkpoint_digest
 from vos.tracker import VideoTracker
-from vos.types import FrameResult, Prompt, PromptError
+from vos.types import FrameResult, Prompt, PromptError, TrackerState
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +228,7 @@ def _run_locked(
     start_time = time.perf_counter()
     frames = _timed(prefetch(source.frames(0, num_frames)), timer)
     run = _RunProgress(start_time, done)
+    snapshots = _SnapshotPolicy(STATE_BYTES_PER_FRAME)
     try:
         with ResultSink(output_dir, info.image_hw, info.fps, save_png=io.save_png,
                         save_json=io.save_json, save_video=io.save_video) as sink:
@@ -238,7 +246,7 @@ def _run_locked(
                     write_start = time.perf_counter()
                     totals.add(result, run.elapsed_since_last())
                     state = None
-                    if sink.resumable:
+                    if sink.resumable and snapshots.due(result.frame_idx, tracker.state):
                         state = take_snapshot(tracker.state, segmenter.stream_state(),
                                               totals.to_json())
                     sink.write(names[result.frame_idx], tracker.state.frame, result, state)
@@ -258,6 +266,27 @@ def _run_locked(
     if run.interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+# Resume-state bytes written per frame at most, on average: a state holds every object's
+# mask and (1, 256, 256) float32 logits (~0.3 MB each), so beyond ~25 objects it is written
+# every few frames (a resumed run then tracks those few frames again, to the same bytes).
+STATE_BYTES_PER_FRAME = 8 << 20
+
+
+@dataclass
+class _SnapshotPolicy:
+    """When to save the resume state: every frame while it is small, else every k frames."""
+
+    bytes_per_frame: int
+    last: int = -(1 << 30)
+
+    def due(self, frame_idx: int, state: TrackerState) -> bool:
+        every = max(1, -(-estimated_state_bytes(state) // self.bytes_per_frame))
+        if frame_idx - self.last < every:
+            return False
+        self.last = frame_idx
+        return True
 
 
 @dataclass
@@ -347,15 +376,21 @@ def _earlier_progress(
             "differ); pass --overwrite or choose another --output"
         )
     done = completed_frames(output_dir, names)
-    if done == 0:
+    saved = latest_state(output_dir, before=done)
+    if saved is None:
+        if done:
+            # Frames without a state (an older version wrote them): recompute them all, which
+            # writes the same bytes again.
+            logger.warning("%s: no resume state; starting over", output_dir)
         return 0, None
     try:
-        return done, load_snapshot(state_path(output_dir, done - 1))
-    except ValueError:
-        # Frames without their state (written by an older version): recompute them all,
-        # which writes the same bytes again.
-        logger.warning("%s: no resume state for frame %d; starting over", output_dir, done - 1)
+        snapshot = load_snapshot(saved)
+    except ValueError as exc:
+        logger.warning("%s; starting over", exc)
         return 0, None
+    # Frames after the newest state (states of big runs are saved every few frames) are
+    # tracked again from it, and written again with the same bytes.
+    return snapshot.frame_idx + 1, snapshot
 
 
 def _write_summary(

@@ -30,9 +30,10 @@ import torch
 
 from repvit_sam.segmenter import DecodePrompts, MaskPrediction, Segmenter
 from vos.config import PromptConfig, TrackerConfig
-from vos.matching import exclusive_masks, linear_assignment, mask_iou
-from vos.motion import coast, shift_mask, update_motion
-from vos.prompts import clip_box, expand_box, mask_area, mask_to_box
+from vos.masks import Crop, area, crop_of, exclusive, pairwise_iou, shift, tight
+from vos.matching import linear_assignment
+from vos.motion import coast, update_motion
+from vos.prompts import clip_box, expand_box, mask_area
 from vos.strategies import ObjectPrompt, batch_prompts, strategy_for
 from vos.types import FrameResult, Prompt, Track, TrackerState, TrackStatus
 
@@ -140,7 +141,7 @@ class VideoTracker:
                 self._reacquire(lost)
             self._resolve_overlaps()
             self._expire()
-        self.added_obj_ids = tuple(self.add_prompt(prompt) for prompt in prompts)
+        self.added_obj_ids = tuple(self._add_prompts(prompts)) if prompts else ()
         return self.result()
 
     def track(
@@ -206,31 +207,57 @@ class VideoTracker:
 
     def add_prompt(self, prompt: Prompt) -> int:
         """:meth:`add_object` for a :class:`~vos.types.Prompt`; returns the obj_id."""
+        return self._add_prompts([prompt])[0]
+
+    def _add_prompts(self, prompts: Sequence[Prompt]) -> list[int]:
+        """Add objects on the current frame, decoding prompts of one shape in one call."""
         state = self.state
         if state.frame is None or state.image_hw is None:
             raise RuntimeError("call step(frame) before add_object(): prompts apply to a frame")
-        prompt = prompt.checked(state.image_hw)
-        mask = prompt.mask
-        if mask is not None:
-            request = self.strategy.from_mask(mask)
-        else:
-            request = ObjectPrompt(prompt.box_xyxy, prompt.points_xy, prompt.point_labels)
-        # A box alone is unambiguous; points alone are not (SAM's own advice).
-        pred = self._decode(batch_prompts([request], multimask_output=request.box_xyxy is None))
-        pred_masks = pred.masks[0].cpu().numpy()
-        ious = pred.iou_scores[0].float().cpu().numpy()
+        checked = [prompt.checked(state.image_hw) for prompt in prompts]
+        requests = [
+            self.strategy.from_mask(p.mask) if p.mask is not None
+            else ObjectPrompt(p.box_xyxy, p.points_xy, p.point_labels)
+            for p in checked
+        ]
+        # Prompts with the same parts and point count share a decoder call (padding a point
+        # set would change its answer). A box alone is unambiguous, points alone are not
+        # (SAM's own advice): those get three candidates.
+        groups: dict[tuple[bool, int], list[int]] = {}
+        for i, request in enumerate(requests):
+            points = 0 if request.points_xy is None else len(request.points_xy)
+            groups.setdefault((request.box_xyxy is not None, points), []).append(i)
+        decoded: dict[int, tuple[MaskPrediction, int]] = {}
+        for (has_box, _), members in groups.items():
+            pred = self._decode(batch_prompts([requests[i] for i in members],
+                                              multimask_output=not has_box))
+            decoded.update({i: (pred, row) for row, i in enumerate(members)})
+        return [self._new_track(checked[i], *decoded[i]) for i in range(len(checked))]
+
+    def _new_track(self, prompt: Prompt, pred: MaskPrediction, row: int) -> int:
+        """The track of one decoded prompt (its mask is the prompt's own mask, if given)."""
+        state = self.state
+        assert state.image_hw is not None
+        ious = pred.iou_scores[row].float().cpu().numpy()
         best = int(np.argmax(ious))
-        low_res = pred.low_res_logits[0, best : best + 1]
-        if mask is None:
-            mask = pred_masks[best]
-        score = float(ious[best])
-        new_box = mask_to_box(mask)
-        if new_box is None:
+        low_res = pred.low_res_logits[row, best : best + 1]
+        if prompt.mask is not None:
+            mask = prompt.mask
+            found = tight(crop_of(mask, (0, 0, mask.shape[1], mask.shape[0])))
+        else:
+            (found,) = pred.candidate_masks([(row, best)])
+            found = tight(found)
+            mask = found.full(state.image_hw) if found is not None else np.zeros(
+                state.image_hw, bool)
+        if found is not None:
+            new_box = np.array(found.box_xyxy, np.float32)
+        elif prompt.box_xyxy is not None:
             # The decoder found nothing for this prompt: keep the object, LOST at the box.
+            new_box = prompt.box_xyxy
+        else:
             points = prompt.points_xy
-            new_box = prompt.box_xyxy if prompt.box_xyxy is not None else clip_box(
-                np.concatenate([points.min(0), points.max(0) + 1]), state.image_hw  # type: ignore[union-attr]
-            )
+            new_box = clip_box(np.concatenate([points.min(0), points.max(0) + 1]),  # type: ignore[union-attr]
+                               state.image_hw)
         obj_id = state.next_obj_id if prompt.obj_id is None else prompt.obj_id
         state.next_obj_id = max(state.next_obj_id, obj_id + 1)
         track = Track(
@@ -238,10 +265,10 @@ class VideoTracker:
             mask=mask,
             box_xyxy=new_box,
             low_res_logits=low_res,
-            score=score,
+            score=float(ious[best]),
             last_seen_frame=state.frame_idx,
         )
-        if mask_area(mask) < self.config.min_mask_area:
+        if area(found) < self.config.min_mask_area:
             track.status = TrackStatus.LOST
             logger.warning("object %d: initial mask has fewer than %d pixels; marked LOST",
                            obj_id, self.config.min_mask_area)
@@ -301,16 +328,12 @@ class VideoTracker:
             state.embedding = self.predictor.encode(state.frame)  # type: ignore[arg-type]
         return self.predictor.decode(state.embedding, prompts)
 
-    def _decode_arrays(
-        self, prompts: DecodePrompts
-    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-        pred = self._decode(prompts)
-        masks = pred.masks.cpu().numpy().astype(bool, copy=False)
-        ious = pred.iou_scores.float().cpu().numpy()
-        return masks, ious, pred.low_res_logits
-
     def _tracks_with(self, status: TrackStatus) -> list[Track]:
         return [t for t in self.state.tracks.values() if t.status is status]
+
+    def _crop(self, track: Track) -> Crop:
+        """A track's mask as its crop (a view; the track keeps the full mask)."""
+        return crop_of(track.mask, track.box_xyxy)
 
     def _propagate(self, active: list[Track]) -> None:
         cfg, state = self.config, self.state
@@ -329,17 +352,18 @@ class VideoTracker:
             raise RuntimeError("no prompt kind is enabled for propagation")
         # One batched decoder call for all objects.
         prompts = batch_prompts(requests, logits, multimask_output=cfg.multimask_output)
-        masks, ious, low_res = self._decode_arrays(prompts)
+        pred = self._decode(prompts)
+        ious = pred.iou_scores.float().cpu().numpy()
 
-        prev_shifted = [shift_mask(t.mask, *t.velocity_xy) for t in active]
-        chosen = np.empty((len(active), *masks.shape[2:]), bool)
-        scores = np.empty(len(active), np.float32)
-        chosen_logits = []
-        for i in range(len(active)):
-            pick = self._select_candidate(masks[i], ious[i], prev_shifted[i])
-            chosen[i], scores[i] = masks[i, pick], ious[i, pick]
-            chosen_logits.append(low_res[i, pick : pick + 1])
-        chosen_low_res = torch.stack(chosen_logits)
+        # Masks are upsampled only for the candidates looked at, only where they can be
+        # positive: an object costs in proportion to its size, not the frame's.
+        prev_shifted = [shift(self._crop(t), *t.velocity_xy, state.image_hw) for t in active]
+        picks = [self._select_candidate(pred, i, ious[i], prev_shifted[i])
+                 for i in range(len(active))]
+        chosen = pred.candidate_masks(list(enumerate(picks)))
+        scores = ious[np.arange(len(active)), picks].astype(np.float32)
+        chosen_low_res = torch.stack(
+            [pred.low_res_logits[i, pick : pick + 1] for i, pick in enumerate(picks)])
 
         for _ in range(cfg.refine_iterations):
             chosen, scores, chosen_low_res = self._refine(chosen, scores, chosen_low_res, prompts)
@@ -347,8 +371,9 @@ class VideoTracker:
         # Identity check: each new mask goes to the track whose (motion-compensated) previous
         # mask it overlaps most, by an optimal gated assignment. Normally the diagonal wins;
         # when one object's prompt latched onto its neighbour, that neighbour takes the mask
-        # and the first object misses a frame instead of swapping ids.
-        iou = mask_iou(chosen, np.stack(prev_shifted))
+        # and the first object misses a frame instead of swapping ids. Only pairs whose boxes
+        # meet are compared.
+        iou = pairwise_iou(chosen, prev_shifted)
         assignment = linear_assignment(1.0 - iou, max_cost=1.0 - cfg.match_iou_min)
         proposals: dict[int, int] = {int(col): int(row) for row, col in assignment.matches}
         masks_for = {col: chosen[row] for col, row in proposals.items()}
@@ -365,7 +390,7 @@ class VideoTracker:
                 return (-float(scores[row]), -float(iou[row, col]), active[col].obj_id)
 
             order = sorted(range(len(cols)), key=priority)
-            resolved = exclusive_masks([masks_for[c] for c in cols], order)
+            resolved = exclusive([masks_for[c] for c in cols], order)
             masks_for = dict(zip(cols, resolved, strict=True))
         for col, track in enumerate(active):
             row = proposals.get(col)
@@ -376,53 +401,58 @@ class VideoTracker:
             else:
                 self._miss(track)
 
-    def _select_candidate(self, candidates: np.ndarray, ious: np.ndarray, prev: np.ndarray) -> int:
-        """Index of the candidate to keep among (C, H, W) masks with (C,) predicted IoU."""
-        if len(candidates) == 1:
+    def _select_candidate(self, pred: MaskPrediction, obj_idx: int, ious: np.ndarray,
+                          prev: Crop) -> int:
+        """Index of the candidate to keep among an object's (C,) candidates."""
+        if len(ious) == 1:
             return 0
         if self.config.candidate_selection == "iou":
             return int(np.argmax(ious))
         # Predicted IoU alone flips between part and whole from frame to frame; agreement
         # with the previous mask keeps the granularity the user chose.
-        agreement = mask_iou(candidates, prev[None])[:, 0]
+        candidates = pred.candidate_masks([(obj_idx, c) for c in range(len(ious))])
+        agreement = pairwise_iou(candidates, [prev])[:, 0]
         return int(np.argmax(0.5 * ious + 0.5 * agreement))
 
     def _refine(
         self,
-        masks: np.ndarray,
+        masks: list[Crop],
         scores: np.ndarray,
         low_res: torch.Tensor,
         prompts: DecodePrompts,
-    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    ) -> tuple[list[Crop], np.ndarray, torch.Tensor]:
         """One more decoder pass with the box of each current mask and its own logits."""
-        boxes = []
-        for m in masks:
-            box = mask_to_box(m)
-            boxes.append(box if box is not None else np.array([0, 0, 1, 1], np.float32))
+        tight_masks = [tight(m) for m in masks]
+        boxes = [np.array(m.box_xyxy, np.float32) if m is not None
+                 else np.array([0, 0, 1, 1], np.float32) for m in tight_masks]
         again = DecodePrompts.of(boxes_xyxy=np.stack(boxes), points_xy=prompts.points_xy,
                                  point_labels=prompts.point_labels, mask_logits=low_res)
-        new_masks, new_ious, new_low_res = self._decode_arrays(again)
-        keep = np.array([mask_area(m) > 0 for m in masks])
-        masks = np.where(keep[:, None, None], new_masks[:, 0], masks)
+        pred = self._decode(again)
+        new_ious = pred.iou_scores.float().cpu().numpy()
+        keep = np.array([m is not None for m in tight_masks])
+        refined = pred.candidate_masks([(i, 0) for i in range(len(masks))])
+        masks = [new if k else old for new, old, k in zip(refined, masks, keep, strict=True)]
         scores = np.where(keep, new_ious[:, 0], scores).astype(np.float32)
         keep_t = torch.as_tensor(keep, device=low_res.device)[:, None, None, None]
-        low_res = torch.where(keep_t, new_low_res[:, :1], low_res)
+        low_res = torch.where(keep_t, pred.low_res_logits[:, :1], low_res)
         return masks, scores, low_res
 
-    def _acceptable(self, mask: np.ndarray, score: float, prev_area: int) -> bool:
+    def _acceptable(self, mask: Crop, score: float, prev_area: int) -> bool:
         cfg = self.config
-        area = mask_area(mask)
+        size = area(mask)
         return (
-            area >= cfg.min_mask_area
+            size >= cfg.min_mask_area
             and score >= cfg.min_score
-            and area >= cfg.min_area_ratio * prev_area
+            and size >= cfg.min_area_ratio * prev_area
         )
 
-    def _accept(self, track: Track, mask: np.ndarray, score: float, low_res: torch.Tensor) -> None:
-        box = mask_to_box(mask)
-        assert box is not None
+    def _accept(self, track: Track, mask: Crop, score: float, low_res: torch.Tensor) -> None:
+        found = tight(mask)
+        assert found is not None and self.state.image_hw is not None
+        box = np.array(found.box_xyxy, np.float32)
         update_motion(track, box, self.config.velocity_smoothing)
-        track.mask, track.box_xyxy, track.low_res_logits = mask, box, low_res
+        track.mask, track.box_xyxy, track.low_res_logits = (
+            found.full(self.state.image_hw), box, low_res)
         track.score = score
         track.last_seen_frame = self.state.frame_idx
         track.missed_frames = 0
@@ -448,28 +478,31 @@ class VideoTracker:
             ]
         )
         prompts = batch_prompts([self.strategy.reacquire(t) for t in lost], multimask_output=True)
-        masks, ious, low_res = self._decode_arrays(prompts)
-        taken = [t.mask for t in self._tracks_with(TrackStatus.ACTIVE)]
+        pred = self._decode(prompts)
+        ious = pred.iou_scores.float().cpu().numpy()
+        picks = [int(np.argmax(ious[i])) for i in range(len(lost))]
+        found = [tight(m) for m in pred.candidate_masks(list(enumerate(picks)))]
+        taken = [self._crop(t) for t in self._tracks_with(TrackStatus.ACTIVE)]
         order = np.argsort(-ious.max(1), kind="stable")
         for i in order:
             track = lost[int(i)]
-            pick = int(np.argmax(ious[i]))
-            mask, score = masks[i, pick], float(ious[i, pick])
+            pick = picks[int(i)]
+            mask, score = found[int(i)], float(ious[i, pick])
             prev_area = mask_area(track.mask)
-            area = mask_area(mask)
+            size = area(mask)
             plausible = self._acceptable(mask, score, prev_area) and (
-                cfg.min_area_ratio <= 0 or area <= prev_area / cfg.min_area_ratio
+                cfg.min_area_ratio <= 0 or size <= prev_area / cfg.min_area_ratio
             )
-            box = mask_to_box(mask)
-            if plausible and box is not None:
+            if plausible and mask is not None:
                 # The mask must lie where we searched: its centre inside the search region.
-                cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
+                x0, y0, x1, y1 = mask.box_xyxy
+                cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
                 region = regions[i]
                 plausible = bool(region[0] <= cx <= region[2] and region[1] <= cy <= region[3])
             if plausible and taken:
-                plausible = float(mask_iou(mask[None], np.stack(taken)).max()) <= cfg.reacquire_overlap_max
+                plausible = float(pairwise_iou([mask], taken).max()) <= cfg.reacquire_overlap_max
             if plausible:
-                self._accept(track, mask, score, low_res[i, pick : pick + 1])
+                self._accept(track, mask, score, pred.low_res_logits[i, pick : pick + 1])
                 taken.append(mask)
                 logger.info("object %d re-acquired on frame %d", track.obj_id, self.state.frame_idx)
             else:
@@ -486,16 +519,21 @@ class VideoTracker:
             order = sorted(range(len(active)), key=lambda i: (-active[i].score, active[i].obj_id))
         else:
             order = sorted(range(len(active)), key=lambda i: active[i].obj_id)
-        resolved = exclusive_masks([t.mask for t in active], order)
-        for track, mask in zip(active, resolved, strict=True):
-            if mask_area(mask) == mask_area(track.mask):
+        crops = [self._crop(t) for t in active]
+        resolved = exclusive(crops, order)
+        for track, before, after in zip(active, crops, resolved, strict=True):
+            if after is before:
+                continue  # lost no pixel (exclusive copies only the masks it changes)
+            if area(after) == area(before):
                 continue
-            track.mask = mask
-            box = mask_to_box(mask)
-            if box is None:
+            found = tight(after)
+            if found is None:
+                track.mask = np.zeros_like(track.mask)
                 self._miss(track)
             else:
-                track.box_xyxy = box
+                assert self.state.image_hw is not None
+                track.mask = found.full(self.state.image_hw)
+                track.box_xyxy = np.array(found.box_xyxy, np.float32)
 
     def _expire(self) -> None:
         for obj_id in [

@@ -28,6 +28,7 @@ L2 and to the conformance vectors); checkpoints are untouched: the module owns n
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -83,6 +84,25 @@ def _block_diagonal(x: torch.Tensor) -> torch.Tensor:
     return (x[:, :, :, None, :] * eye[None, :, None, :, None]).reshape(b, h * t, h * d)
 
 
+@dataclass(frozen=True)
+class _SharedImage:
+    """One frame's image tokens and the projections every object's first block shares.
+
+    Attributes:
+        image: (n, C) image tokens plus the dense embedding's constant.
+        pe: (n, C) positional encoding.
+        keys: (n, H*d) token->image keys of ``image + pe``.
+        values: (n, H*d) token->image values of ``image``.
+        queries: (n, H*d) image->token queries of ``image + pe``.
+    """
+
+    image: torch.Tensor
+    pe: torch.Tensor
+    keys: torch.Tensor
+    values: torch.Tensor
+    queries: torch.Tensor
+
+
 class BatchedMaskDecoder(nn.Module):
     """``PromptEncoder`` dense path + ``MaskDecoder`` for B prompt sets on one image.
 
@@ -90,6 +110,8 @@ class BatchedMaskDecoder(nn.Module):
         prompt_encoder: the model's prompt encoder (its mask-downscaling path is split before
             its last 1x1 convolution, identity 1 above).
         mask_decoder: the model's mask decoder with its two-way transformer.
+        chunk_size: objects decoded together; more objects run chunk after chunk (bounded
+            memory), sharing the frame's image-side work.
 
     Example:
         >>> decoder = BatchedMaskDecoder(sam.prompt_encoder, sam.mask_decoder)
@@ -98,8 +120,13 @@ class BatchedMaskDecoder(nn.Module):
         ...                        mask_logits, multimask_output=True)
     """
 
-    def __init__(self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder) -> None:
+    def __init__(
+        self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, *, chunk_size: int = 16
+    ) -> None:
         super().__init__()
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
         transformer = mask_decoder.transformer
         if not isinstance(transformer, TwoWayTransformer) or not transformer.layers:
             raise TypeError("BatchedMaskDecoder needs SAM's TwoWayTransformer")
@@ -138,15 +165,43 @@ class BatchedMaskDecoder(nn.Module):
         _, c, h, w = image_embeddings.shape
         image = image_embeddings.reshape(c, h * w).t().contiguous()
         pe = image_pe.reshape(c, h * w).t().contiguous()
-        tokens = self._tokens(sparse_prompt_embeddings)
-        low_rank, offset = self._dense(mask_logits, tokens.shape[0], (h, w))
+        batch = sparse_prompt_embeddings.shape[0]
+        if mask_logits is not None and mask_logits.shape[0] != batch:
+            raise ValueError(
+                f"mask_logits: expected ({batch}, 1, {4 * h}, {4 * w}), got "
+                f"{tuple(mask_logits.shape)}"
+            )
+        shared = self._shared(image, pe, mask_logits is not None)
+        # Objects run in chunks: each object's image tokens are (h*w, C) floats (4 MiB on
+        # SAM's grid), so a chunk's activations stay bounded whatever the number of objects;
+        # the per-frame image-side work above is done once for all chunks.
+        masks, ious = [], []
+        for start in range(0, batch, self.chunk_size):
+            stop = min(batch, start + self.chunk_size)
+            chunk_masks, chunk_iou = self._decode_chunk(
+                shared, sparse_prompt_embeddings[start:stop],
+                None if mask_logits is None else mask_logits[start:stop],
+                multimask_output, (h, w))
+            masks.append(chunk_masks)
+            ious.append(chunk_iou)
+        return torch.cat(masks), torch.cat(ious)
 
+    def _decode_chunk(
+        self,
+        shared: _SharedImage,
+        sparse: torch.Tensor,
+        mask_logits: torch.Tensor | None,
+        multimask_output: bool,
+        grid_hw: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self._tokens(sparse)
+        low_rank = self._dense(mask_logits, tokens.shape[0], grid_hw)
         layers = list(self.transformer.layers)
-        queries, keys = self._first_block(layers[0], tokens, image, pe, low_rank, offset)
+        queries, keys = self._first_block(layers[0], tokens, shared, low_rank)
         for layer in layers[1:]:
-            queries, keys = self._block(layer, queries, keys, tokens, pe)
+            queries, keys = self._block(layer, queries, keys, tokens, shared.pe)
         final = self.transformer.final_attn_token_to_image
-        attn = self._token_to_image(final, queries + tokens, keys + pe, keys)
+        attn = self._token_to_image(final, queries + tokens, keys + shared.pe, keys)
         queries = self.transformer.norm_final_attn(queries + attn)
 
         md = self.mask_decoder
@@ -154,9 +209,31 @@ class BatchedMaskDecoder(nn.Module):
         hyper_in = torch.stack(
             [md.output_hypernetworks_mlps[i](queries[:, 1 + i]) for i in chosen], dim=1
         )
-        masks = self._upscale_and_project(keys, hyper_in, (h, w))
+        masks = self._upscale_and_project(keys, hyper_in, grid_hw)
         iou = md.iou_prediction_head(queries[:, 0])
         return masks, iou[:, 1:] if multimask_output else iou[:, :1]
+
+    def _shared(self, image: torch.Tensor, pe: torch.Tensor, has_masks: bool) -> _SharedImage:
+        """The first block's image-side projections, the same for every object (identity 1)."""
+        pe_module = self.prompt_encoder
+        if has_masks:
+            last = list(pe_module.mask_downscaling)[-1]
+            if not isinstance(last, nn.Conv2d) or last.kernel_size != (1, 1):
+                raise TypeError("the mask-downscaling path must end with a 1x1 convolution")
+            weight = last.weight.reshape(last.out_channels, last.in_channels)
+            offset = last.bias if last.bias is not None else torch.zeros_like(weight[:, 0])
+        else:
+            offset = pe_module.no_mask_embed.weight[0]
+        layer = self.transformer.layers[0]
+        shared = image + offset  # (n, C): every object's image tokens minus the rank-r part
+        t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+        return _SharedImage(
+            image=shared,
+            pe=pe,
+            keys=t2i.k_proj(shared + pe),  # (n, H*d)
+            values=t2i.v_proj(shared),
+            queries=i2t.q_proj(shared + pe),
+        )
 
     # ------------------------------------------------------------------ inputs
 
@@ -168,11 +245,10 @@ class BatchedMaskDecoder(nn.Module):
 
     def _dense(
         self, mask_logits: torch.Tensor | None, batch: int, grid_hw: tuple[int, int]
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor]:
-        """The dense embedding as (h_b (B, h*w, r), A (C, r)) plus a constant (C,) offset."""
-        pe = self.prompt_encoder
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The dense embedding minus its constant: (h_b (B, h*w, r), A (C, r)), or None."""
         if mask_logits is None:
-            return None, pe.no_mask_embed.weight[0]
+            return None
         if mask_logits.shape[0] != batch or mask_logits.shape[-2:] != (
             4 * grid_hw[0],
             4 * grid_hw[1],
@@ -181,16 +257,12 @@ class BatchedMaskDecoder(nn.Module):
                 f"mask_logits: expected ({batch}, 1, {4 * grid_hw[0]}, {4 * grid_hw[1]}), got "
                 f"{tuple(mask_logits.shape)}"
             )
-        *body, last = list(pe.mask_downscaling)
-        if not isinstance(last, nn.Conv2d) or last.kernel_size != (1, 1):
-            raise TypeError("the mask-downscaling path must end with a 1x1 convolution")
+        *body, last = list(self.prompt_encoder.mask_downscaling)
         hidden = mask_logits
         for layer in body:
             hidden = layer(hidden)
         low_rank = hidden.flatten(2).transpose(1, 2)
-        weight = last.weight.reshape(last.out_channels, last.in_channels)
-        offset = last.bias if last.bias is not None else torch.zeros_like(weight[:, 0])
-        return (low_rank, weight), offset
+        return low_rank, last.weight.reshape(last.out_channels, last.in_channels)
 
     # ------------------------------------------------------------------ transformer
 
@@ -198,15 +270,13 @@ class BatchedMaskDecoder(nn.Module):
         self,
         layer: TwoWayAttentionBlock,
         tokens: torch.Tensor,
-        image: torch.Tensor,
-        pe: torch.Tensor,
+        shared_image: _SharedImage,
         low_rank: tuple[torch.Tensor, torch.Tensor] | None,
-        offset: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Block 1, with every image-side projection shared across objects (identity 1)."""
         heads = self.num_heads
         queries = layer.token_self_attention(tokens, tokens)
-        shared = image + offset  # (n, C): every object's image tokens minus the rank-r part
+        shared = shared_image.image
         hidden_t = dense_w = None
         if low_rank is not None:
             hidden, dense_w = low_rank  # (B, n, r), (C, r)
@@ -216,14 +286,13 @@ class BatchedMaskDecoder(nn.Module):
         attn = layer.cross_attn_token_to_image
         q = _heads(attn.q_proj(queries + tokens), heads)  # (B, H, T, d)
         b, _, t, d = q.shape
-        keys_shared = attn.k_proj(shared + pe)  # (n, H*d)
-        scores = _block_diagonal(q) @ keys_shared.t()  # (B, H*T, n)
+        scores = _block_diagonal(q) @ shared_image.keys.t()  # (B, H*T, n)
         if hidden_t is not None:
             k_low = _weight_heads(attn.k_proj, heads) @ dense_w  # (H, d, r)
             scores.baddbmm_((q @ k_low).flatten(1, 2), hidden_t)
         probs = torch.softmax(scores.mul_(1.0 / math.sqrt(d)), dim=-1)
         # Every head's probabilities times all values; head h keeps its own d columns.
-        mixed = (probs @ attn.v_proj(shared)).view(b, heads, t, heads, d)
+        mixed = (probs @ shared_image.values).view(b, heads, t, heads, d)
         out = torch.diagonal(mixed, dim1=1, dim2=3).permute(0, 3, 1, 2)  # (B, H, T, d)
         if hidden_t is not None:
             v_low = _weight_heads(attn.v_proj, heads) @ dense_w  # (H, d, r)
@@ -236,8 +305,7 @@ class BatchedMaskDecoder(nn.Module):
         attn = layer.cross_attn_image_to_token
         k_tok = _heads(attn.k_proj(queries + tokens), heads)  # (B, H, T, d)
         v_tok = _heads(attn.v_proj(queries), heads)
-        q_shared = attn.q_proj(shared + pe)  # (n, H*d)
-        scores = q_shared @ _block_diagonal(k_tok).transpose(1, 2)  # (B, n, H*T)
+        scores = shared_image.queries @ _block_diagonal(k_tok).transpose(1, 2)  # (B, n, H*T)
         if hidden_t is not None:
             q_low = _weight_heads(attn.q_proj, heads) @ dense_w  # (H, d, r)
             # (B, H, r, T) -> (B, r, H*T): the rank-r image queries meet every head's keys.

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from repvit_sam.mask_upscale import CropMask
 from repvit_sam.runtime.fast_mode import FastMode
 from repvit_sam.segmenter import DecodePrompts, MaskPrediction, SegmenterWrapper
 
@@ -276,14 +277,13 @@ class RoiSegmenter(SegmenterWrapper):
             ),
         )
         if embedding.is_whole_frame:
-            self._remember(pred.masks, pred.iou_scores, boxes)
+            self._remember(pred, (0, 0), boxes)
             return pred
-        masks = torch.zeros((*pred.masks.shape[:2], *embedding.frame_hw), dtype=torch.bool)
-        masks[..., y0:y1, x0:x1] = pred.masks.cpu()
         low_res = resample_logits(pred.low_res_logits.float().cpu(), crop_geometry,
                                   frame_geometry)
-        self._remember(masks, pred.iou_scores, boxes)
-        return MaskPrediction(masks=masks, iou_scores=pred.iou_scores, low_res_logits=low_res)
+        self._remember(pred, (x0, y0), boxes)
+        return MaskPrediction(None, pred.iou_scores, low_res,
+                              lazy=_PastedMasks(pred, (x0, y0), embedding.frame_hw))
 
     def _inside(
         self,
@@ -307,16 +307,40 @@ class RoiSegmenter(SegmenterWrapper):
         return True
 
     def _remember(
-        self, masks: torch.Tensor, iou_scores: torch.Tensor, boxes: np.ndarray | None
+        self, pred: MaskPrediction, offset_xy: tuple[int, int], boxes: np.ndarray | None
     ) -> None:
         """Note the prompt boxes and each object's best-scored candidate's extent."""
         found = [] if boxes is None else boxes.reshape(-1, 4).tolist()
-        best = torch.argmax(iou_scores.cpu(), dim=1)
-        for obj_idx, pick in enumerate(best.tolist()):
-            mask = masks[obj_idx, pick]
-            rows = torch.nonzero(mask.any(dim=1)).flatten()
+        best = torch.argmax(pred.iou_scores.cpu(), dim=1).tolist()
+        for crop in pred.candidate_masks(list(enumerate(best))):
+            if crop is None:
+                continue
+            rows = np.flatnonzero(crop.crop.any(axis=1))
             if len(rows):
-                cols = torch.nonzero(mask.any(dim=0)).flatten()
-                found.append([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1])
+                cols = np.flatnonzero(crop.crop.any(axis=0))
+                x0, y0 = crop.x0 + offset_xy[0], crop.y0 + offset_xy[1]
+                found.append([x0 + int(cols[0]), y0 + int(rows[0]),
+                              x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1])
         if found:
             self._seen.append(np.array(found, np.float32))
+
+
+class _PastedMasks:
+    """A crop's prediction placed in its frame, computed on demand."""
+
+    def __init__(self, inner: MaskPrediction, offset_xy: tuple[int, int],
+                 frame_hw: tuple[int, int]) -> None:
+        self.inner, self.offset_xy, self.frame_hw = inner, offset_xy, frame_hw
+
+    def full(self) -> torch.Tensor:
+        crop = self.inner.masks.cpu()
+        x0, y0 = self.offset_xy
+        masks = torch.zeros((*crop.shape[:2], *self.frame_hw), dtype=torch.bool)
+        masks[..., y0 : y0 + crop.shape[-2], x0 : x0 + crop.shape[-1]] = crop
+        return masks
+
+    def crop(self, obj_idx: int, cand_idx: int) -> CropMask | None:
+        (found,) = self.inner.candidate_masks([(obj_idx, cand_idx)])
+        if found is None:
+            return None
+        return CropMask(found.x0 + self.offset_xy[0], found.y0 + self.offset_xy[1], found.crop)

@@ -120,3 +120,22 @@ def test_positional_encoding_cache_is_bounded(sam: Sam) -> None:
         pe = predictor._image_pe((rows, 64), (64, 64))
         torch.testing.assert_close(pe, sam.prompt_encoder.get_dense_pe((rows, 64), (64, 64)))
     assert len(predictor._dense_pe) <= 8
+
+
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_objects_run_in_chunks_with_the_same_result(sam: Sam, with_masks: bool) -> None:
+    """7 objects in chunks of 3 (shared image work computed once) equal one chunk of 7."""
+    torch.manual_seed(7)
+    features = torch.randn(1, 256, 64, 64)
+    masks = 4 * torch.randn(7, 1, 256, 256) if with_masks else None
+    sparse, _ = _prompts(sam, 7)
+    pe = sam.prompt_encoder.get_dense_pe()
+    with torch.inference_mode():
+        whole = BatchedMaskDecoder(sam.prompt_encoder, sam.mask_decoder, chunk_size=64)(
+            features, pe, sparse, masks, True)
+        chunked = BatchedMaskDecoder(sam.prompt_encoder, sam.mask_decoder, chunk_size=3)(
+            features, pe, sparse, masks, True)
+    for a, b in zip(chunked, whole, strict=True):
+        assert a.shape == b.shape and _rel(a, b) < TOL
+    with pytest.raises(ValueError, match="chunk_size"):
+        BatchedMaskDecoder(sam.prompt_encoder, sam.mask_decoder, chunk_size=0)

@@ -281,3 +281,28 @@ def test_a_refused_different_run_leaves_the_folder_as_it_was(reference, tmp_path
     with open_source(folder) as source, pytest.raises(OutputConflictError, match="run.json"):
         run_video(source, FakeSegmenter(scene), prompts_for(scene), out, RunConfig(),
                   progress=False)
+
+
+def test_states_saved_every_few_frames_resume_to_the_same_bytes(
+        reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big state (many objects) is saved every k frames; the frames after it are redone."""
+    import vos.pipeline as pipeline
+    from vos.io.resume_state import estimated_state_bytes
+
+    scene, folder, ref_out, ref_summary = reference
+    from vos.types import TrackerState
+
+    # A budget of a third of this scene's state per frame: a state every 3 frames.
+    two_tracks = TrackerState(image_hw=HW)
+    two_tracks.tracks = {1: None, 2: None}  # type: ignore[dict-item]
+    monkeypatch.setattr(pipeline, "STATE_BYTES_PER_FRAME",
+                        -(-estimated_state_bytes(two_tracks) // 3))
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run(scene, folder, out, Interrupting(scene, 17))
+    saved = sorted(int(p.stem) for p in (out / ".resume").glob("*.npz"))
+    assert saved == [15], saved  # frames 0, 3, ..., 15 carried a state; only the newest is kept
+    resumed = run(scene, folder, out)
+    assert resumed["frames_resumed"] == 16  # frame 16 is tracked again from the state of 15
+    assert outputs(out) == outputs(ref_out)
+    assert resumed["objects"] == ref_summary["objects"]

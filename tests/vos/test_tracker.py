@@ -97,8 +97,8 @@ def test_encodes_each_frame_once_and_decodes_all_objects_in_one_call() -> None:
     results = run(scene, [0, 1, 2], fake)
     assert min(per_object_j(scene, results, [0, 1, 2]).values()) > 0.97
     assert fake.encode_calls == list(range(30))
-    # One single-object call per initial mask, then one call for all objects per frame.
-    assert fake.decode_batch_sizes == [1, 1, 1] + [3] * 29
+    # The three initial masks share one call, then one call for all objects per frame.
+    assert fake.decode_batch_sizes == [3] + [3] * 29
 
 
 def test_occluded_object_is_lost_then_reacquired_with_its_id() -> None:

@@ -163,6 +163,22 @@ def load_snapshot(path: Path) -> Snapshot:
     return Snapshot(state, segmenter, meta["summary"])
 
 
+def estimated_state_bytes(state: TrackerState) -> int:
+    """About how many bytes :func:`save_snapshot` writes for this state."""
+    h, w = state.image_hw or (0, 0)
+    per_track = h * ((w + 7) // 8) + 256 * 256 * 4 + 64
+    return 4096 + len(state.tracks) * per_track
+
+
+def latest_state(output_dir: Path, before: int) -> Path | None:
+    """The newest state file of a frame before ``before``, or None."""
+    folder = Path(output_dir) / STATE_DIR
+    frames = sorted(int(p.stem) for p in folder.glob("*.npz") if p.stem.isdigit()) \
+        if folder.is_dir() else []
+    frames = [f for f in frames if f < before]
+    return state_path(output_dir, frames[-1]) if frames else None
+
+
 def prune_states(output_dir: Path, keep_from: int) -> None:
     """Remove the state files of frames before ``keep_from`` (their frames are complete)."""
     folder = Path(output_dir) / STATE_DIR

@@ -78,9 +78,13 @@ def draw_overlay(
         blended = cv2.addWeighted(frame, 1 - alpha, colours, alpha, 0.0)
         cv2.copyTo(blended, (index_mask > 0).astype(np.uint8), out)
     scale = max(frame.shape[0] / 720.0, 0.4)
+    boxes = id_boxes(index_mask, ids)
     for obj_id in ids:
-        mask = (index_mask == obj_id).astype(np.uint8)
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        # Outline each object inside its own box: work in proportion to the object.
+        x0, y0, x1, y1 = boxes[obj_id]
+        mask = (index_mask[y0:y1, x0:x1] == obj_id).astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=(x0, y0))
         colour = object_color(obj_id)
         cv2.drawContours(out, contours, -1, colour, max(1, round(2 * scale)))
         x0, y0, _, _ = cv2.boundingRect(np.concatenate(contours))
@@ -94,6 +98,56 @@ def draw_overlay(
         cv2.putText(out, banner, (8, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale,
                     (255, 255, 255), max(1, round(2 * scale)), cv2.LINE_AA)
     return out
+
+
+def id_boxes(index_mask: np.ndarray, ids: list[int]) -> dict[int, tuple[int, int, int, int]]:
+    """Each id's box (x0, y0, x1, y1) in an id map, from one pass over its object pixels."""
+    ys, xs = np.nonzero(index_mask)
+    values = index_mask[ys, xs]
+    order = np.argsort(values, kind="stable")
+    values, ys, xs = values[order], ys[order], xs[order]
+    starts = np.searchsorted(values, ids)
+    stops = np.searchsorted(values, ids, side="right")
+    return {
+        obj_id: (int(xs[a:b].min()), int(ys[a:b].min()), int(xs[a:b].max()) + 1,
+                 int(ys[a:b].max()) + 1)
+        for obj_id, a, b in zip(ids, starts, stops, strict=True)
+        if b > a
+    }
+
+
+def encode_rle_crop(crop: np.ndarray, x0: int, y0: int, image_hw: tuple[int, int]) -> dict[str, Any]:
+    """COCO RLE of a mask that is False outside a crop, without the whole image.
+
+    Equal to :func:`encode_rle` of the full mask: COCO runs go down each column; the columns
+    left of the crop, and the rows above and below it, are runs of zeros added as numbers.
+
+    Args:
+        crop: (h, w) bool, the image's pixels [y0, y0 + h) x [x0, x0 + w).
+        x0: left column of the crop.
+        y0: top row of the crop.
+        image_hw: (H, W) of the image.
+    """
+    from pycocotools import mask as mask_utils
+
+    h_img, w_img = image_hw
+    h, w = crop.shape
+    # The crop's columns at full height, column after column (COCO's Fortran order).
+    columns = np.zeros((w, h_img), bool)
+    columns[:, y0 : y0 + h] = crop.T
+    flat = columns.ravel()
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    if flat[0]:
+        runs.insert(0, 0)  # COCO counts start with a run of zeros
+    runs[0] += x0 * h_img
+    trailing = (w_img - x0 - w) * h_img
+    if len(runs) % 2:  # the last run is zeros: extend it
+        runs[-1] += trailing
+    elif trailing:
+        runs.append(trailing)
+    rle = mask_utils.frPyObjects({"counts": runs, "size": [h_img, w_img]}, h_img, w_img)
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -124,8 +178,8 @@ def frame_record(result: FrameResult, frame_name: str) -> dict[str, Any]:
                 "obj_id": int(obj_id),
                 "score": round(float(score), 6),
                 "box_xyxy": [round(float(v), 2) for v in box],
-                "area": int(mask.sum()),
-                "segmentation": encode_rle(mask),
+                "area": int(np.count_nonzero(mask)),
+                "segmentation": _rle_of(mask),
             }
             for obj_id, mask, score, box in zip(
                 result.obj_ids, result.masks, result.scores, result.boxes_xyxy, strict=True
@@ -133,6 +187,16 @@ def frame_record(result: FrameResult, frame_name: str) -> dict[str, Any]:
         ],
         "lost_obj_ids": [int(i) for i in result.lost_obj_ids],
     }
+
+
+def _rle_of(mask: np.ndarray) -> dict[str, Any]:
+    """:func:`encode_rle`, through the mask's crop (a small object on a big frame is cheap)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return encode_rle(mask)
+    cols = np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return encode_rle_crop(mask[y0:y1, x0:x1], int(x0), int(y0), mask.shape)
 
 
 def load_index_mask(output_dir: Path, frame_name: str, image_hw: tuple[int, int]) -> np.ndarray:
