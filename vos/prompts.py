@@ -79,7 +79,7 @@ def _spread_maxima(score: np.ndarray, k: int, min_spacing: float) -> np.ndarray:
     return np.array(picked, np.float32).reshape(-1, 2)
 
 
-def interior_points(mask: np.ndarray, k: int) -> np.ndarray:
+def interior_points(mask: np.ndarray, k: int, box_xyxy: np.ndarray | None = None) -> np.ndarray:
     """Up to k positive points deep inside a mask.
 
     The first point is the maximum of the distance transform (the pixel farthest from the
@@ -90,15 +90,19 @@ def interior_points(mask: np.ndarray, k: int) -> np.ndarray:
     Args:
         mask: (H, W) bool.
         k: number of points wanted.
+        box_xyxy: (4,) the mask's tight box, when known (spares a scan of the whole frame).
 
     Returns:
         (P, 2) float32 XY pixel centres, P <= k (P = 0 for an empty mask).
     """
-    if k <= 0 or not mask.any():
+    if k <= 0:
         return np.zeros((0, 2), np.float32)
-    box = mask_to_box(mask)
-    assert box is not None  # the mask is not empty
+    box = mask_to_box(mask) if box_xyxy is None else box_xyxy
+    if box is None:
+        return np.zeros((0, 2), np.float32)
     x0, y0, x1, y1 = (int(v) for v in box)
+    if not mask[y0:y1, x0:x1].any():
+        return np.zeros((0, 2), np.float32)
     crop = np.pad(mask[y0:y1, x0:x1], 1).astype(np.uint8)
     dist = cv2.distanceTransform(crop, cv2.DIST_L2, 5)[1:-1, 1:-1]
     spacing = 0.5 * float(np.sqrt(mask.sum()))

@@ -116,7 +116,8 @@ class PromptStrategy:
         # absorbs the motion the constant-velocity model does not predict.
         box = expand_box(predicted_box(track, image_hw), pc.box_margin, image_hw)
         box = jitter_box(box, pc.box_jitter, rng, image_hw)
-        positives = interior_points(track.mask, pc.num_points) + np.array([dx, dy], np.float32)
+        positives = interior_points(track.mask, pc.num_points, track.box_xyxy) + np.array(
+            [dx, dy], np.float32)
         negatives = np.zeros((0, 2), np.float32)
         if pc.num_negative_points > 0:
             # Other objects inside our box are the most useful negatives (SAM-PT adds other
