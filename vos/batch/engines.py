@@ -1,7 +1,11 @@
 """The batch engines: a local spawn process pool, or Ray actors; both survive dying workers.
 
-Both keep one :class:`~vos.batch.worker.VideoWorker` (one model) per process or actor, feed
-it a video at a time, and hand every record to ``on_result`` as it arrives. A worker that
+Both keep one worker (one model) per process or actor, feed it a job at a time, and hand
+every record to ``on_result`` as it arrives. The worker is a
+:class:`~vos.batch.worker.VideoWorker` for batch mode; any class with the same three calls
+(``Worker(cfg, factory, num_threads)``, ``ready()``, ``process(job, options) -> record``) runs
+other jobs, e.g. the benchmark sequences of ``vos.eval.vos_driver``; a job needs ``row``,
+``key`` and ``video`` for the crash records. A worker that
 dies (crash, OOM kill) costs the videos it held one attempt each; a video that has used up
 its retries is recorded as failed and the batch goes on, so one poisonous video cannot stall
 it. A model that cannot be built raises :class:`WorkerInitError`: every video would fail.
@@ -24,13 +28,7 @@ from typing import Any
 from vos.batch.errors import BatchError, WorkerInitError, describe, one_line
 from vos.batch.manifest import VideoJob
 from vos.batch.results import base_record, crash_record
-from vos.batch.worker import (
-    JobOptions,
-    PredictorFactory,
-    VideoWorker,
-    init_pool_worker,
-    process_in_pool,
-)
+from vos.batch.worker import JobOptions, PredictorFactory, VideoWorker
 from vos.config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -51,6 +49,8 @@ class EngineRun:
         workers: parallel models asked for; None for the engine's default.
         retries: re-runs of a video whose worker died before it is recorded as failed.
         on_result: called in the driver with each video's record as soon as it arrives.
+        worker_cls: the worker class (module docstring); its jobs and options are any
+            picklable objects it understands.
     """
 
     jobs: list[VideoJob]
@@ -60,6 +60,7 @@ class EngineRun:
     workers: int | None
     retries: int
     on_result: Callable[[dict[str, Any]], None]
+    worker_cls: type = VideoWorker
 
 
 def import_ray() -> Any:
@@ -112,8 +113,8 @@ def run_local(run: EngineRun) -> tuple[int, float]:
     start = time.perf_counter()
     while queue:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                   initializer=init_pool_worker,
-                                   initargs=(run.cfg, run.factory, threads))
+                                   initializer=_init_pool_worker,
+                                   initargs=(run.worker_cls, run.cfg, run.factory, threads))
         in_flight: dict[Future, VideoJob] = {}
         broken = False
         try:
@@ -123,7 +124,7 @@ def run_local(run: EngineRun) -> tuple[int, float]:
                 while queue and len(in_flight) < 2 * workers and not broken:
                     job = queue.pop(0)
                     attempts.next(job)
-                    in_flight[pool.submit(process_in_pool, job, run.options)] = job
+                    in_flight[pool.submit(_process_in_pool, job, run.options)] = job
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
                     job = in_flight.pop(future)
@@ -150,6 +151,32 @@ def run_local(run: EngineRun) -> tuple[int, float]:
             raise
         pool.shutdown(wait=True, cancel_futures=True)
     return workers, startup
+
+
+# A pool process keeps its worker here: one per process, built by the pool initializer. The
+# two functions are top-level so that spawned processes can unpickle them by name.
+_POOL_WORKER: Any = None
+
+
+def _init_pool_worker(worker_cls: type, cfg: RunConfig, factory: PredictorFactory | None,
+                      threads: int) -> None:
+    """Pool initializer: this process's worker and its model.
+
+    A model error is not raised here (it would break the whole pool with an opaque
+    message); the worker remembers it and its first ``process`` call reports it.
+    """
+    global _POOL_WORKER
+    _POOL_WORKER = worker_cls(cfg, factory, threads)
+    try:
+        _POOL_WORKER.ready()
+    except WorkerInitError:
+        pass
+
+
+def _process_in_pool(job: Any, options: Any) -> dict[str, Any]:
+    """Pool task: run one job on this process's worker."""
+    assert _POOL_WORKER is not None, "worker not initialised"
+    return _POOL_WORKER.process(job, options)
 
 
 def _cpu_count() -> int:
@@ -233,7 +260,7 @@ def run_ray(run: EngineRun, *, address: str | None = None) -> tuple[int, float]:
         if use_gpu:
             # Ray maps the actor's GPU to CUDA_VISIBLE_DEVICES, so inside it is always cuda:0.
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, device="cuda"))
-        actor_cls = ray.remote(VideoWorker).options(
+        actor_cls = ray.remote(run.worker_cls).options(
             num_cpus=cpus, num_gpus=1 if use_gpu else 0, max_restarts=run.retries,
             max_task_retries=run.retries)
         actors = [actor_cls.remote(cfg, run.factory, cpus) for _ in range(workers)]

@@ -204,28 +204,3 @@ class VideoWorker:
             if not prompts:
                 raise PromptError(f"auto: no proposal on frame {job.init_frame}")
         return prompts
-
-
-# A process-pool worker keeps its model here: one per process, built by the pool initializer.
-# The two functions below are top-level so that spawned processes can unpickle them by name.
-_POOL_WORKER: VideoWorker | None = None
-
-
-def init_pool_worker(cfg: RunConfig, factory: PredictorFactory | None, threads: int) -> None:
-    """Process-pool initializer: build this process's worker and its model.
-
-    A model error is not raised here (it would break the whole pool with an opaque
-    message); the first :func:`process_in_pool` call reports it as a one-line error.
-    """
-    global _POOL_WORKER
-    _POOL_WORKER = VideoWorker(cfg, factory, threads)
-    try:
-        _POOL_WORKER.ready()
-    except WorkerInitError:
-        pass  # remembered by the worker, raised by process()
-
-
-def process_in_pool(job: VideoJob, options: JobOptions) -> dict[str, Any]:
-    """Process-pool task: run one video on this process's worker."""
-    assert _POOL_WORKER is not None, "worker not initialised"
-    return _POOL_WORKER.process(job, options)

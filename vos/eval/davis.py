@@ -26,10 +26,17 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from vos.eval.datasets import DavisLayout
+from vos.eval.datasets import DavisLayout, VosDataset
+from vos.eval.measures import (
+    BOUND_TH,
+    boundary_f_measure,
+    boundary_radius,
+    disk,
+    region_similarity,
+    seg2bmap,
+)
 from vos.io.davis_png import read_palette_png
 
 __all__ = [
@@ -40,15 +47,16 @@ __all__ = [
     "boundary_f_measure",
     "boundary_radius",
     "disk",
+    "evaluate_layout",
     "evaluate_results",
     "evaluate_sequence",
+    "global_metrics",
+    "object_statistics",
     "region_similarity",
     "seg2bmap",
     "statistics",
 ]
 
-# Boundary tolerance of the official code: < 1 means a fraction of the image diagonal.
-BOUND_TH = 0.008
 VOID_ID = 255
 GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 OBJECT_COLUMNS = ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -77,143 +85,7 @@ class DavisScores:
     results_dir: Path | None = None
 
 
-# --------------------------------------------------------------------------- per-frame metrics
-
-
-def region_similarity(gt_masks: np.ndarray, pred_masks: np.ndarray) -> np.ndarray | float:
-    """Region similarity J (Jaccard index) of binary masks, official empty-mask convention.
-
-    Args:
-        gt_masks: (..., H, W) bool ground-truth masks (any leading batch shape).
-        pred_masks: Same shape, predicted masks.
-
-    Returns:
-        IoU over the last two axes, shape ``gt_masks.shape[:-2]`` (a float for 2-D input).
-        When the union is empty (object absent from both) J is 1.
-
-    Raises:
-        ValueError: The shapes differ.
-    """
-    gt = np.asarray(gt_masks, dtype=bool)
-    pred = np.asarray(pred_masks, dtype=bool)
-    if gt.shape != pred.shape:
-        raise ValueError(f"mask shapes differ: gt {gt.shape} vs pred {pred.shape}")
-    inter = np.count_nonzero(gt & pred, axis=(-2, -1))
-    union = np.count_nonzero(gt | pred, axis=(-2, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = inter / union
-    iou = np.where(union == 0, 1.0, iou)
-    return float(iou) if iou.ndim == 0 else iou
-
-
-def seg2bmap(mask: np.ndarray) -> np.ndarray:
-    """One-pixel boundary map of a binary mask (Martin et al.'s seg2bmap, as DAVIS uses it).
-
-    A pixel is boundary if it differs from its right, lower or lower-right neighbour; the last
-    row compares only to the right, the last column only downwards, and the bottom-right pixel
-    is never boundary. The contour therefore sits half a pixel toward the origin.
-
-    Args:
-        mask: (H, W) bool mask.
-
-    Returns:
-        (H, W) bool boundary map.
-    """
-    seg = np.asarray(mask, dtype=bool)
-    right = np.zeros_like(seg)
-    below = np.zeros_like(seg)
-    below_right = np.zeros_like(seg)
-    right[:, :-1] = seg[:, 1:]
-    below[:-1, :] = seg[1:, :]
-    below_right[:-1, :-1] = seg[1:, 1:]
-    bmap = (seg ^ right) | (seg ^ below) | (seg ^ below_right)
-    bmap[-1, :] = seg[-1, :] ^ right[-1, :]
-    bmap[:, -1] = seg[:, -1] ^ below[:, -1]
-    bmap[-1, -1] = False
-    return bmap
-
-
-def disk(radius: int) -> np.ndarray:
-    """Disk structuring element, identical to ``skimage.morphology.disk(radius)``.
-
-    Args:
-        radius: Radius in pixels (>= 0).
-
-    Returns:
-        (2r+1, 2r+1) uint8, 1 where ``dx² + dy² <= r²``.
-    """
-    offsets = np.arange(-radius, radius + 1)
-    return (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).astype(np.uint8)
-
-
-def boundary_radius(height: int, width: int, bound_th: float = BOUND_TH) -> int:
-    """Boundary match tolerance in pixels, as the official ``f_measure`` derives it.
-
-    Args:
-        height: Image height.
-        width: Image width.
-        bound_th: Tolerance; >= 1 is taken as pixels, < 1 as a fraction of the diagonal.
-
-    Returns:
-        The disk radius: ``bound_th`` itself or ``ceil(bound_th * sqrt(H² + W²))`` (8 px for
-        854x480).
-    """
-    if bound_th >= 1:
-        return int(bound_th)
-    # sqrt of the exact integer sum, as np.linalg.norm(shape) in the official code.
-    return math.ceil(bound_th * math.sqrt(height * height + width * width))
-
-
-def boundary_f_measure(
-    gt_mask: np.ndarray, pred_mask: np.ndarray, bound_th: float = BOUND_TH
-) -> float:
-    """Boundary F-measure of one predicted mask against its ground truth.
-
-    Args:
-        gt_mask: (H, W) bool ground-truth mask.
-        pred_mask: (H, W) bool predicted mask.
-        bound_th: Boundary tolerance, see :func:`boundary_radius`.
-
-    Returns:
-        F = 2PR / (P + R) of boundary precision P and recall R (0 when P + R = 0). Degenerate
-        cases as the official code: no boundary in either -> 1; only the GT has one -> 0; only
-        the prediction has one -> 0.
-
-    Raises:
-        ValueError: The shapes differ or are not 2-D.
-    """
-    gt = np.asarray(gt_mask, dtype=bool)
-    pred = np.asarray(pred_mask, dtype=bool)
-    if gt.shape != pred.shape or gt.ndim != 2:
-        raise ValueError(f"expected two equal (H, W) masks, got gt {gt.shape}, pred {pred.shape}")
-    gt_boundary = seg2bmap(gt)
-    pred_boundary = seg2bmap(pred)
-    n_gt = int(np.count_nonzero(gt_boundary))
-    n_pred = int(np.count_nonzero(pred_boundary))
-    if n_gt == 0 or n_pred == 0:
-        # P/R would be 0/0 here; the official code fixes them as: neither -> P=R=1 (F=1),
-        # one missing -> one of P, R is 0 and the other 1 (F=0).
-        return 1.0 if n_gt == n_pred else 0.0
-    radius = boundary_radius(gt.shape[0], gt.shape[1], bound_th=bound_th)
-    # Dilate only the bounding box of both boundaries plus the radius: every boundary pixel
-    # lies inside it and cv2.dilate ignores pixels beyond the border, so the crop gives the
-    # same values as a full-frame dilation at about a third of the cost on DAVIS objects.
-    rows = np.flatnonzero(np.any(gt_boundary | pred_boundary, axis=1))
-    cols = np.flatnonzero(np.any(gt_boundary | pred_boundary, axis=0))
-    crop = (
-        slice(max(int(rows[0]) - radius, 0), int(rows[-1]) + radius + 1),
-        slice(max(int(cols[0]) - radius, 0), int(cols[-1]) + radius + 1),
-    )
-    gt_boundary = gt_boundary[crop]
-    pred_boundary = pred_boundary[crop]
-    kernel = disk(radius)
-    gt_dilated = cv2.dilate(gt_boundary.astype(np.uint8), kernel) > 0
-    pred_dilated = cv2.dilate(pred_boundary.astype(np.uint8), kernel) > 0
-    precision = np.count_nonzero(pred_boundary & gt_dilated) / n_pred
-    recall = np.count_nonzero(gt_boundary & pred_dilated) / n_gt
-    if precision + recall == 0:
-        return 0.0
-    return 2 * precision * recall / (precision + recall)
+# --------------------------------------------------------------------------- statistics
 
 
 def statistics(per_frame_values: np.ndarray) -> tuple[float, float, float]:
@@ -324,11 +196,32 @@ def evaluate_results(
         ValueError: The root layout is incomplete, a result PNG is missing or unreadable, has
             a different size than the GT, or uses an object id absent from the first GT frame.
     """
-    layout = DavisLayout(davis_root, split)
+    return evaluate_layout(DavisLayout(davis_root, split), results_dir, sequences)
+
+
+def evaluate_layout(
+    layout: VosDataset,
+    results_dir: Path,
+    sequences: list[str] | None = None,
+) -> DavisScores:
+    """:func:`evaluate_results` on any layout annotated on every frame (DAVIS 2016/2017, MOSE).
+
+    With a ``binary`` preset (DAVIS 2016, whose object is stored as 255) every non-zero
+    pixel of the GT and of the results is the one object, instead of 255 being void.
+
+    Args:
+        layout: the dataset; its ``annotated_frames`` enforce one annotation per frame.
+        results_dir: ``<results_dir>/<seq>/<stem>.png`` index masks.
+        sequences: these sequences instead of the layout's list.
+
+    Returns:
+        The scores (``split`` is the layout's).
+    """
     results_dir = Path(results_dir)
     names = layout.sequences(sequences)
     if not results_dir.is_dir():
         raise ValueError(f"results folder not found: {results_dir}")
+    binary = layout.preset.binary
 
     per_object: dict[str, dict[str, float]] = {}
     per_frame_j: dict[str, np.ndarray] = {}
@@ -337,6 +230,7 @@ def evaluate_results(
         stems = layout.annotated_frames(seq)
         gt_dir = layout.annotations_dir(seq)
         gt_all = _read_stack([gt_dir / f"{stem}.png" for stem in stems])
+        gt_all = (gt_all > 0).astype(np.uint8) if binary else gt_all
         gt_all[gt_all == VOID_ID] = 0
         num_objects = int(gt_all[0].max())
         scored = stems[1:-1]
@@ -345,6 +239,7 @@ def evaluate_results(
             if not path.is_file():
                 raise ValueError(f"missing result frame {path} (frames 1..N-2 are scored)")
         pred = _read_stack(pred_paths)
+        pred = (pred > 0).astype(np.uint8) if binary else pred
         gt = gt_all[1:-1]
         if pred.shape != gt.shape:
             raise ValueError(
@@ -356,32 +251,42 @@ def evaluate_results(
             raise ValueError(f"sequence {seq!r} in {results_dir}: {exc}") from None
         for obj_idx in range(num_objects):
             key = f"{seq}_{obj_idx + 1}"
-            j_mean, j_recall, j_decay = statistics(j[obj_idx])
-            f_mean, f_recall, f_decay = statistics(f[obj_idx])
-            per_object[key] = {
-                "J-Mean": j_mean,
-                "J-Recall": j_recall,
-                "J-Decay": j_decay,
-                "F-Mean": f_mean,
-                "F-Recall": f_recall,
-                "F-Decay": f_decay,
-            }
+            per_object[key] = object_statistics(j[obj_idx], f[obj_idx])
             per_frame_j[key] = j[obj_idx]
             per_frame_f[key] = f[obj_idx]
 
-    global_metrics = _global_metrics(per_object)
     return DavisScores(
-        global_metrics=global_metrics,
+        global_metrics=global_metrics(per_object),
         per_object=per_object,
         per_frame_j=per_frame_j,
         per_frame_f=per_frame_f,
-        split=split,
+        split=str(layout.split),
         results_dir=results_dir,
     )
 
 
-def _global_metrics(per_object: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Plain means over objects (every object counts once, whatever its sequence)."""
+def object_statistics(j: np.ndarray, f: np.ndarray) -> dict[str, float]:
+    """One object's six figures (``OBJECT_COLUMNS``) from its per-frame J and F.
+
+    Args:
+        j: (n,) float64 per-frame J of the scored frames.
+        f: (n,) float64 per-frame F of the same frames.
+    """
+    j_mean, j_recall, j_decay = statistics(j)
+    f_mean, f_recall, f_decay = statistics(f)
+    return {"J-Mean": j_mean, "J-Recall": j_recall, "J-Decay": j_decay,
+            "F-Mean": f_mean, "F-Recall": f_recall, "F-Decay": f_decay}
+
+
+def global_metrics(per_object: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Plain means over objects (every object counts once, whatever its sequence).
+
+    Args:
+        per_object: ``"<seq>_<id>"`` -> the figures of ``OBJECT_COLUMNS``.
+
+    Returns:
+        The ``GLOBAL_COLUMNS`` figures; J&F-Mean is the mean of J-Mean and F-Mean.
+    """
     if not per_object:
         return {name: math.nan for name in GLOBAL_COLUMNS}
     means = {

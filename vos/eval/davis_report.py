@@ -1,4 +1,8 @@
-"""What a DAVIS evaluation writes: the official CSV tables, ``scores.json`` and a bar chart.
+"""What an evaluation writes: the official CSV tables, ``scores.json`` and a bar chart.
+
+The DAVIS tables (``global_results.csv`` with the seven DAVIS columns) serve every VOS
+benchmark: their global row has the columns the benchmark's scorer gives, in its order
+(YouTube-VOS adds seen/unseen, LVOS ``V-Mean``, vos-benchmark/SA-V has J&F, J and F only).
 
 Example:
     >>> scores = evaluate_results(Path("DAVIS"), Path("results/osvos"))  # doctest: +SKIP
@@ -10,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vos.eval.davis import GLOBAL_COLUMNS, DavisScores
+from vos.eval.davis import DavisScores
 from vos.io.atomic import write_text_atomic
 
 PLOT_NAME = "per_object_jf.png"
@@ -31,7 +35,7 @@ def write_official_csvs(scores: DavisScores, out_dir: Path) -> dict[str, Path]:
     """Writes the official CSV tables and a full-precision ``scores.json``, atomically.
 
     ``global_results.csv`` has the header ``J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,
-    F-Decay`` and one row; ``per-sequence_results.csv`` has ``Sequence,J-Mean,F-Mean`` and one
+    F-Decay`` (DAVIS; other scorers' columns in their order) and one row; ``per-sequence_results.csv`` has ``Sequence,J-Mean,F-Mean`` and one
     row per object (``<seq>_<id>``). Numbers are ``%.3f`` like the official pandas output.
     Existing files are overwritten (never reused).
 
@@ -45,8 +49,8 @@ def write_official_csvs(scores: DavisScores, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     global_lines = [
-        ",".join(GLOBAL_COLUMNS),
-        ",".join(f"{scores.global_metrics[name]:.3f}" for name in GLOBAL_COLUMNS),
+        ",".join(scores.global_metrics),
+        ",".join(f"{value:.3f}" for value in scores.global_metrics.values()),
     ]
     seq_lines = ["Sequence,J-Mean,F-Mean"]
     seq_lines += [
@@ -101,7 +105,7 @@ def plot_per_object(scores: DavisScores, path: Path) -> Path:
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("J&F")
-    ax.set_title(f"DAVIS per-object J&F ({len(items)} objects)")
+    ax.set_title(f"per-object J&F ({len(items)} objects)")
     ax.legend(loc="lower right")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

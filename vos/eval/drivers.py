@@ -1,12 +1,10 @@
-"""Evaluation runs: track a dataset with the tracker, write results, score them.
+"""The UVO evaluation run: track a dataset with the tracker, write results, score them.
 
-DAVIS 2017 (semi-supervised): every object is given by the first frame's ground-truth mask,
-results are palette PNGs in the official layout, scored by :mod:`vos.eval.davis`.
 UVO (class-agnostic VIS, the SAM-PT protocol): automatic-mask-generator proposals on frame 0
 (at most 100), each tracked independently (masks may overlap), track score = mean predicted
-IoU; results are a YouTube-VIS JSON scored by :mod:`vos.eval.uvo`.
-
-Both are resumable: a sequence whose completion marker exists is not recomputed.
+IoU; results are a YouTube-VIS JSON scored by :mod:`vos.eval.uvo`. Resumable: a video whose
+results file exists is not recomputed. The semi-supervised benchmarks (DAVIS, YouTube-VOS,
+MOSE, LVOS, SA-V) run in :mod:`vos.eval.vos_driver`.
 """
 
 from __future__ import annotations
@@ -16,105 +14,25 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vos.config import PromptConfig, TrackerConfig
-from vos.eval.datasets import DatasetError, DavisLayout, vis_videos
-from vos.eval.davis import DavisScores, evaluate_results
-from vos.eval.davis_report import write_report
+from vos.eval.datasets import DatasetError, vis_videos
+from vos.eval.vos_driver import SequenceTiming
 from vos.io.atomic import write_text_atomic
-from vos.io.davis_png import read_palette_png, write_palette_png
 from vos.io.sinks import encode_rle
-from vos.io.sources import ImageFolderSource, prefetch, read_rgb
+from vos.io.sources import prefetch, read_rgb
 from vos.pipeline import accumulate_object_stats
 from vos.tracker import VideoTracker
 from vos.types import Prompt
 
 logger = logging.getLogger(__name__)
 
-COMPLETE_MARKER = ".complete.json"
 UVO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-@dataclass
-class SequenceTiming:
-    """Per-sequence run time."""
-
-    name: str
-    frames: int
-    seconds: float
-    skipped: bool
-
-
-def run_davis(
-    layout: DavisLayout,
-    output_dir: Path,
-    make_tracker: Callable[[], VideoTracker],
-    *,
-    sequences: Sequence[str] | None = None,
-    progress: bool = True,
-) -> tuple[DavisScores, list[SequenceTiming]]:
-    """Track every DAVIS sequence from its first-frame masks, write and score the results.
-
-    Args:
-        layout: the DAVIS 2017 root and split.
-        output_dir: results folder, ``<output_dir>/<seq>/<frame>.png`` (official layout);
-            CSVs, ``scores.json`` and ``per_object_jf.png`` go beside them.
-        make_tracker: builds a fresh tracker per sequence.
-        sequences: run only these (default: the split's list).
-        progress: show progress bars.
-
-    Returns:
-        The scores and the per-sequence timing.
-    """
-    from tqdm import tqdm
-
-    names = davis_sequences(layout, sequences)
-    timings = []
-    for name in tqdm(names, desc="DAVIS sequences", unit="seq", disable=not progress):
-        seq_dir = output_dir / name
-        marker = seq_dir / COMPLETE_MARKER
-        if marker.exists():
-            record = json.loads(marker.read_text())
-            timings.append(SequenceTiming(name, record["frames"], record["seconds"], True))
-            continue
-        source = ImageFolderSource(layout.images_dir(name))
-        first_png = layout.annotations_dir(name) / f"{source.paths[0].stem}.png"
-        if not first_png.exists():
-            raise DatasetError(f"{first_png}: the first-frame annotation is missing")
-        first = read_palette_png(first_png)
-        if first.shape != source.info.image_hw:
-            raise DatasetError(f"{first_png}: size differs from the sequence's frames")
-        obj_ids = [int(i) for i in np.unique(first) if i not in (0, 255)]
-        if not obj_ids:
-            raise DatasetError(f"{first_png}: no object in the first-frame annotation")
-        prompts = {0: [Prompt(mask=first == obj_id, obj_id=obj_id) for obj_id in obj_ids]}
-        start = time.perf_counter()
-        frames = tqdm(prefetch(source.frames()), total=source.info.num_frames, desc=name,
-                      unit="frame", leave=False, disable=not progress)
-        for result in make_tracker().track(frames, prompts):
-            write_palette_png(seq_dir / f"{source.paths[result.frame_idx].stem}.png",
-                              result.to_index_mask("lower_id_wins"))
-        seconds = time.perf_counter() - start
-        frames_done = source.info.num_frames or 0
-        write_text_atomic(marker, json.dumps({"frames": frames_done, "seconds": seconds}))
-        timings.append(SequenceTiming(name, frames_done, seconds, False))
-    scores = evaluate_results(layout.root, output_dir, layout.split, names)
-    write_report(scores, output_dir)
-    return scores, timings
-
-
-def davis_sequences(layout: DavisLayout, sequences: Sequence[str] | None = None) -> list[str]:
-    """The sequences to run, each checked to have its frames folder (before any model loads)."""
-    names = layout.sequences(sequences)
-    for name in names:
-        layout.check_sequence(name)
-    return names
 
 
 def run_uvo(
