@@ -278,7 +278,7 @@ def test_a_refused_different_run_leaves_the_folder_as_it_was(reference, tmp_path
         run_video(source, FakeSegmenter(scene), other, out, RunConfig(), progress=False)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     (out / "run.json").write_text("")
-    with open_source(folder) as source, pytest.raises(OutputConflictError, match="run.json"):
+    with open_source(folder) as source, pytest.raises(OutputConflictError, match=r"run\.json"):
         run_video(source, FakeSegmenter(scene), prompts_for(scene), out, RunConfig(),
                   progress=False)
 

@@ -212,6 +212,24 @@ def test_files_and_malformed_input(tmp_path: Path) -> None:
         evaluate_uvo(gt, [_pred(1, [_box(slice(0, 2), slice(0, 2), (4, 4))], 1.0)])
     with pytest.raises(ValueError, match="score"):
         evaluate_uvo(gt, [{"video_id": 1, "segmentations": [_rle(a)]}])
+    # json.loads reads NaN; a NaN score would sort anywhere and change AP silently.
+    with pytest.raises(ValueError, match="not a finite number"):
+        evaluate_uvo(gt, json.loads(json.dumps([_pred(1, [a], float("nan"))])))
+
+
+@pytest.mark.parametrize("counts", [b"0", "", b"garbage!!", "zzzz", [3, 2], [-5, 30], [25.0]])
+def test_garbled_rle_is_refused(counts: object) -> None:
+    # pycocotools would read past a short RLE's end (random pixels) or crash on a bad one.
+    a = _box(slice(0, 3), slice(0, 3))
+    gt = _gt({1: [[a]]})
+    hw = list(_rle(a)["size"])
+    bad = {"size": hw, "counts": counts}
+    with pytest.raises(ValueError, match="RLE counts do not describe") as info:
+        evaluate_uvo(gt, [{"video_id": 1, "score": 1.0, "segmentations": [bad]}])
+    assert "frame 0" in str(info.value)
+    uncompressed = {"size": hw, "counts": [0, hw[0] * hw[1]]}
+    assert evaluate_uvo(gt, [{"video_id": 1, "score": 1.0,
+                              "segmentations": [uncompressed]}])["AR100"] == 0.0
 
 
 def test_empty_prediction_list_scores_zero() -> None:

@@ -40,9 +40,10 @@ def _read_json(path: Path, flag: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Track frame-0 proposals through every video (or only score); print the metrics."""
-    from vos.eval.drivers import UVO_STATS, run_uvo
+    from vos.eval.drivers import run_uvo
     from vos.eval.uvo import evaluate_uvo
     from vos.io.atomic import write_text_atomic
+    from vos.io.lock import FolderLock
 
     cfg = config_from(args)
     if not args.annotations:
@@ -71,16 +72,27 @@ def run(args: argparse.Namespace) -> int:
         def propose(frame: Any) -> list:
             return [record["segmentation"] for record in generator.generate(frame)]
 
-        output.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, output / "resolved_config.yaml",
-                    checkpoint_sha256=loaded.checkpoint_sha256)
-        try:
-            pred, timings = run_uvo(gt, Path(args.root), output, segmenter, propose, cfg.tracker,
-                                    cfg.prompt, progress=not args.quiet)
-        except KeyboardInterrupt:
-            return interrupted(f"finished videos in {output}/videos are kept; rerun to resume")
+        with FolderLock(output):
+            dump_config(cfg, output / "resolved_config.yaml",
+                        checkpoint_sha256=loaded.checkpoint_sha256)
+            try:
+                pred, timings = run_uvo(gt, Path(args.root), output, segmenter, propose,
+                                        cfg.tracker, cfg.prompt, progress=not args.quiet)
+            except KeyboardInterrupt:
+                return interrupted(f"finished videos in {output}/videos are kept; rerun to "
+                                   "resume")
+            metrics = evaluate_uvo(gt, pred)
+            write_text_atomic(output / "metrics.json", json.dumps(metrics, indent=2))
+        return _report(metrics, timings)
     metrics = evaluate_uvo(gt, pred)
-    write_text_atomic(output / "metrics.json", json.dumps(metrics, indent=2))
+    with FolderLock(output):
+        write_text_atomic(output / "metrics.json", json.dumps(metrics, indent=2))
+    return _report(metrics, timings)
+
+
+def _report(metrics: dict, timings: list) -> int:
+    from vos.eval.drivers import UVO_STATS
+
     rows = [(k, f"{metrics[k]:.4f}") for k in UVO_STATS if k in metrics]
     rows += [(f"video {t.name}", f"{t.frames} frames, {t.seconds:.1f} s"
               + (" (already done)" if t.skipped else "")) for t in timings]

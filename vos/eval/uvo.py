@@ -112,9 +112,47 @@ def _to_rle(segm: Any, height: int, width: int, where: str) -> Rle:
         raise ValueError(f"{where}: segmentation must be an RLE dict, polygons or null")
     if [int(v) for v in segm["size"]] != [height, width]:
         raise ValueError(f"{where}: mask size {list(segm['size'])} != video {[height, width]}")
+    runs = _run_lengths(segm["counts"])
+    if runs is None or min(runs, default=0) < 0 or sum(runs) != height * width:
+        raise ValueError(f"{where}: RLE counts do not describe a {height}x{width} mask")
     if isinstance(segm["counts"], list):
         return mask_utils.frPyObjects(dict(segm), height, width)
     return dict(segm)
+
+
+def _run_lengths(counts: Any) -> list[int] | None:
+    """The run lengths of RLE ``counts`` (a list, or COCO's compressed string); None if garbled.
+
+    pycocotools trusts its input: a compressed string whose runs do not add up to the mask
+    reads past its end (random pixels), so the scorer checks the runs first. The string form
+    is COCO's: 6-bit groups offset by 48 ('0'), bit 5 continues a value, bit 4 of its last
+    group is the sign, and from the fourth run on each value is stored as its difference to
+    the run two places back.
+    """
+    if isinstance(counts, list):
+        return counts if all(isinstance(c, int) and not isinstance(c, bool) for c in counts) \
+            else None
+    if isinstance(counts, str):
+        counts = counts.encode("ascii", "replace")
+    if not isinstance(counts, bytes):
+        return None
+    runs: list[int] = []
+    value = shift = 0
+    for byte in counts:
+        group = byte - 48
+        if not 0 <= group < 64:
+            return None
+        value |= (group & 0x1F) << shift
+        shift += 5
+        if group & 0x20:
+            continue
+        if group & 0x10:
+            value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+        value = shift = 0
+    return None if shift else runs
 
 
 def _video_table(gt: Any) -> dict[Any, tuple[int, int, int | None]]:
@@ -180,6 +218,8 @@ def _parse_tracks(
                 score = float(entry["score"])
             except (KeyError, TypeError, ValueError):
                 raise ValueError(f"{where}: needs a numeric 'score'") from None
+            if not np.isfinite(score):
+                raise ValueError(f"{where}: score {entry['score']!r} is not a finite number")
             track = _Track(rles, _mean_present(_area_of(rles)), score=score)
         tracks[entry["video_id"]].append(track)
     return tracks
