@@ -121,7 +121,7 @@ class BatchedMaskDecoder(nn.Module):
     """
 
     def __init__(
-        self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, *, chunk_size: int = 16
+        self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, *, chunk_size: int = 4
     ) -> None:
         super().__init__()
         if chunk_size < 1:
@@ -175,16 +175,24 @@ class BatchedMaskDecoder(nn.Module):
         # Objects run in chunks: each object's image tokens are (h*w, C) floats (4 MiB on
         # SAM's grid), so a chunk's activations stay bounded whatever the number of objects;
         # the per-frame image-side work above is done once for all chunks.
-        masks, ious = [], []
+        masks = ious = None
         for start in range(0, batch, self.chunk_size):
             stop = min(batch, start + self.chunk_size)
             chunk_masks, chunk_iou = self._decode_chunk(
                 shared, sparse_prompt_embeddings[start:stop],
                 None if mask_logits is None else mask_logits[start:stop],
                 multimask_output, (h, w))
-            masks.append(chunk_masks)
-            ious.append(chunk_iou)
-        return torch.cat(masks), torch.cat(ious)
+            if masks is None or ious is None:
+                if stop == batch:
+                    return chunk_masks, chunk_iou
+                # Written chunk by chunk: a final torch.cat would hold every mask twice
+                # (200 MB for 254 objects).
+                masks = chunk_masks.new_empty((batch, *chunk_masks.shape[1:]))
+                ious = chunk_iou.new_empty((batch, *chunk_iou.shape[1:]))
+            masks[start:stop] = chunk_masks
+            ious[start:stop] = chunk_iou
+        assert masks is not None and ious is not None
+        return masks, ious
 
     def _decode_chunk(
         self,

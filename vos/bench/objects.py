@@ -80,15 +80,16 @@ class ObjectShaped(SegmenterWrapper):
         super().__init__(inner)
         from repvit_sam.utils.transforms import ResizeLongestSide
 
-        masks = np.stack([p.mask for p in objects])
-        ys = [np.flatnonzero(m.any(1)) for m in masks]
-        xs = [np.flatnonzero(m.any(0)) for m in masks]
-        self.centres = np.array([[x.mean(), y.mean()] for x, y in zip(xs, ys, strict=True)],
-                                np.float32)
-        h, w = masks.shape[1:]
+        centres = []
+        for p in objects:
+            ys, xs = np.flatnonzero(p.mask.any(1)), np.flatnonzero(p.mask.any(0))
+            centres.append([xs.mean(), ys.mean()])
+        self.centres = np.array(centres, np.float32)
+        h, w = objects[0].mask.shape
         self.frame_hw = (h, w)
         input_hw = ResizeLongestSide.get_preprocess_shape(h, w, 1024)
-        self.logits = np.stack([self._shapes(m, input_hw) for m in masks])  # (N, 3, 256, 256)
+        # Kept as booleans (N, 3, 256, 256); the logits are made per call, as a decoder would.
+        self.shapes = np.stack([self._shapes(p.mask, input_hw) for p in objects])
 
     @staticmethod
     def _shapes(mask: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
@@ -96,12 +97,11 @@ class ObjectShaped(SegmenterWrapper):
 
         small = cv2.resize(mask.astype(np.uint8), (input_hw[1] // 4, input_hw[0] // 4),
                            interpolation=cv2.INTER_NEAREST)
-        out = np.full((3, 256, 256), -8.0, np.float32)
+        out = np.zeros((3, 256, 256), bool)
         size = max(3, int(0.15 * max(small.shape)))
         kernel = np.ones((size, size), np.uint8)
         for k, shape in enumerate((small, cv2.erode(small, kernel), cv2.dilate(small, kernel))):
-            region = out[k, : shape.shape[0], : shape.shape[1]]
-            region[shape.astype(bool)] = 8.0
+            out[k, : shape.shape[0], : shape.shape[1]] = shape.astype(bool)
         return out
 
     def decode_prompts(self, embedding: Any, prompts: DecodePrompts) -> MaskPrediction:
@@ -109,17 +109,18 @@ class ObjectShaped(SegmenterWrapper):
 
         import torch
 
-        pred = self.inner.decode(embedding, prompts)  # the cost of the real decoder
+        self.inner.decode(embedding, prompts)  # the cost (and peak memory) of the decoder
         where = self._targets(prompts)
         c = 3 if prompts.multimask_output else 1
-        logits = torch.from_numpy(self.logits[where, :c].copy())
+        logits = torch.from_numpy(np.where(self.shapes[where, :c], np.float32(8.0),
+                                           np.float32(-8.0)))
         ious = torch.tensor([self.IOU[:c]] * len(where), dtype=torch.float32)
         if "lazy" in inspect.signature(MaskPrediction.__init__).parameters:
             from repvit_sam.mask_upscale import MaskUpscaler
 
             upscaler = MaskUpscaler(embedding.input_hw, embedding.orig_hw)
             return MaskPrediction(None, ious, logits, lazy=_ShapedMasks(upscaler, logits))
-        del pred  # an earlier version: every mask at once, as its decode made them
+        # An earlier version: every mask at once, as its decode made them.
         from torch.nn import functional as F
 
         up = F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
