@@ -78,3 +78,26 @@ def test_markdown_table_formats_cells() -> None:
     table = bench.markdown_table([{"a": 1, "b": None, "c": False}])
     assert table.splitlines() == ["| a | b | c |", "|---|---|---|", "| 1 | – | **no** |"]
     assert np.isfinite(bench.measure_gemm_gflops((64,), repeats=1))
+
+
+def test_amg_section_times_both_generators_on_the_same_proposals() -> None:
+    from vos.bench.official_sam import bench_amg, official_installed
+
+    if not official_installed():
+        pytest.skip("segment-anything is not installed (pip install -e '.[dev]')")
+    from vos.bench.report import Report, render_markdown
+
+    report = Report()
+    image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    bench_amg(report, image, points_per_side=2, repeats=1)
+    rows = {row["implementation"]: row for row in report.amg}
+    assert set(rows) == {"repvit_sam", "segment_anything 1.0"}
+    # Same weights, image and settings: the same number of masks, each timed.
+    assert rows["repvit_sam"]["masks"] == rows["segment_anything 1.0"]["masks"] > 0
+    assert rows["repvit_sam"]["vs_repvit_sam"] == 1.0
+    assert all(row["seconds"] > 0 and row["points"] == 4 for row in rows.values())
+    assert "segment-anything 1.0" in render_markdown(report)
+    # The official package and the stand-in are gone again after the section.
+    import sys
+
+    assert "segment_anything" not in sys.modules

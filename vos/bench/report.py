@@ -38,6 +38,7 @@ class Report:
     agreement: list[dict[str, Any]] = field(default_factory=list)
     objects: list[dict[str, Any]] = field(default_factory=list)
     uvo: list[dict[str, Any]] = field(default_factory=list)
+    amg: list[dict[str, Any]] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -167,6 +168,9 @@ def render_markdown(report: Report) -> str:
     if report.uvo:
         out += ["## UVO mode (proposals on frame 0, every one tracked)", "",
                 markdown_table(report.uvo)]
+    if report.amg:
+        out += ["## Automatic mask generator against segment-anything 1.0 (same image, same "
+                "weights; seconds per generate)", "", markdown_table(report.amg)]
     out += ["## Targets (issues #7, #14)", "", markdown_table(report.targets)]
     if report.notes:
         out += ["## Notes", ""] + [f"- {note}" for note in report.notes] + [""]

@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="object counts of the decoder section (and of the object-scaling "
                              "section, --only objects), e.g. 1,8,32,100,254")
     parser.add_argument("--only", default="",
-                        help="run only these sections: encoder, decoder, loop, objects, uvo "
+                        help="run only these sections: encoder, decoder, loop, objects, uvo, amg "
                              "(comma-separated; default: encoder, decoder and loop)")
+    parser.add_argument("--amg-points", type=int, default=32,
+                        help="points per side of the --only amg comparison (default 32: SAM's)")
     parser.add_argument("--objects-frames", type=int, default=4,
                         help="frames per object-scaling run (frame 0 adds the objects)")
     parser.add_argument("--objects-mode", default="exact",
@@ -346,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
                       fast_mode=args.objects_mode, threads=args.threads)
     if "uvo" in only and "repvit" in models:
         run_uvo_section(report, models["repvit"][0])
+    if "amg" in only:
+        from vos.bench.official_sam import bench_amg
+
+        bench_amg(report, frames[0], points_per_side=args.amg_points, repeats=args.repeats)
     check_targets(report, plan.default_backend)
     md_path, json_path = write_report(report, Path(args.output))
     print(render_markdown(report))
