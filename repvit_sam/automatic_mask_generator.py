@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from repvit_sam.modeling.sam import Sam
-from repvit_sam.predictor import SamPredictor
+from repvit_sam.predictor import SamPredictor, as_rgb_uint8
 from repvit_sam.utils.amg import (
     MaskData,
     area_from_rle,
@@ -75,11 +75,14 @@ class SamAutomaticMaskGenerator:
             (needs pycocotools). RLE is much smaller for large images.
         max_num_masks: keep only this many masks, the highest predicted IoU first; None keeps
             all (in SAM's order).
+        decoder: the predictor's decoder (keyword only): ``"batched"`` (default, faster) or
+            ``"reference"`` (SAM's own, for records equal to segment-anything's bit for bit);
+            see :class:`repvit_sam.SamPredictor`.
 
     Raises:
         ValueError: both or neither of ``points_per_side`` and ``point_grids``, a grid count
-            that does not match ``crop_n_layers``, an unknown ``output_mode`` or a bad
-            ``max_num_masks``.
+            that does not match ``crop_n_layers``, an unknown ``output_mode`` or ``decoder``,
+            or a bad ``max_num_masks``.
         ImportError: ``output_mode="coco_rle"`` without pycocotools.
 
     Example:
@@ -105,6 +108,8 @@ class SamAutomaticMaskGenerator:
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
         max_num_masks: int | None = None,
+        *,
+        decoder: str = "batched",
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("exactly one of points_per_side or point_grids must be given")
@@ -132,7 +137,7 @@ class SamAutomaticMaskGenerator:
         if output_mode == "coco_rle":
             import_pycocotools_mask()  # fail now, not after minutes of inference
 
-        self.predictor = SamPredictor(model)
+        self.predictor = SamPredictor(model, decoder=decoder)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -151,7 +156,7 @@ class SamAutomaticMaskGenerator:
         """Generate masks for an image.
 
         Args:
-            image: (H, W, 3) uint8 RGB image.
+            image: (H, W, 3) uint8 RGB image (or floating in [0, 1], as SAM accepts).
 
         Returns:
             One dict per mask with keys:
@@ -170,9 +175,9 @@ class SamAutomaticMaskGenerator:
             ``max_num_masks`` the order is always descending predicted IoU.
 
         Raises:
-            ValueError: the image is not (H, W, 3) uint8.
+            ValueError: the image is not (H, W, 3) uint8 or floating in [0, 1].
         """
-        _check_image(image)
+        image = as_rgb_uint8(image)
         mask_data = self._generate_masks(image)
 
         if self.min_mask_region_area > 0:
@@ -369,14 +374,3 @@ class SamAutomaticMaskGenerator:
                 mask_data["boxes"][i] = boxes[i].numpy()
         mask_data.filter(keep)
         return mask_data
-
-
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray):
-        raise ValueError(
-            f"image: expected a numpy array (H, W, 3) uint8, got {type(image).__name__}"
-        )
-    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        raise ValueError(f"image: expected shape (H, W, 3), got {tuple(image.shape)}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"image: expected dtype uint8 (0-255), got {image.dtype}")

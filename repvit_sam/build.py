@@ -90,7 +90,20 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         zipfile.BadZipFile,
         ValueError,
     ) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc)
+        if "allowed global" in text or "Unsupported global" in text:
+            # torch's own text suggests weights_only=False, i.e. running the file's code.
+            raise CheckpointError(
+                f"checkpoint {path}: holds pickled Python objects besides tensors, which are "
+                "not loaded (loading them could run code from the file); save only the "
+                "weights: torch.save(model.state_dict(), path)"
+            ) from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if lines and lines[0].startswith("Weights only load failed"):
+            # The reason is the line after torch's advice, e.g. "Unsupported operand 110".
+            marker = next((i for i, line in enumerate(lines) if "WeightsUnpickler" in line), 0)
+            lines = lines[marker + 1:marker + 2] or ["not a torch file"]
+        first = lines[0] if lines else type(exc).__name__
         raise CheckpointError(
             f"checkpoint {path}: not a readable torch state_dict file "
             f"(truncated or corrupt?): {first}"
@@ -266,26 +279,50 @@ def _build_sam_vit(
     return _finish(model, checkpoint, device, fuse, checkpoint_sha256)
 
 
-build_sam_vit_h = partial(
-    _build_sam_vit,
-    encoder_embed_dim=1280,
-    encoder_depth=32,
-    encoder_num_heads=16,
-    encoder_global_attn_indexes=(7, 15, 23, 31),
+def _sam_vit_builder(
+    name: str,
+    weights_file: str,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    global_attn_indexes: tuple[int, ...],
+) -> Callable[..., Sam]:
+    """A SAM ViT builder with SAM's signature (plus our keyword-only options)."""
+
+    def build(
+        checkpoint: PathLike | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        fuse: bool = False,
+        checkpoint_sha256: str | None = None,
+    ) -> Sam:
+        return _build_sam_vit(
+            checkpoint,
+            encoder_embed_dim=embed_dim,
+            encoder_depth=depth,
+            encoder_num_heads=num_heads,
+            encoder_global_attn_indexes=global_attn_indexes,
+            device=device,
+            fuse=fuse,
+            checkpoint_sha256=checkpoint_sha256,
+        )
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = (
+        f"SAM ViT-{name[-1].upper()} (``{weights_file}``); arguments and result as "
+        ":func:`build_repvit_sam` (``fuse`` has nothing to fold in a ViT)."
+    )
+    return build
+
+
+build_sam_vit_h = _sam_vit_builder(
+    "build_sam_vit_h", "sam_vit_h_4b8939.pth", 1280, 32, 16, (7, 15, 23, 31)
 )
-build_sam_vit_l = partial(
-    _build_sam_vit,
-    encoder_embed_dim=1024,
-    encoder_depth=24,
-    encoder_num_heads=16,
-    encoder_global_attn_indexes=(5, 11, 17, 23),
+build_sam_vit_l = _sam_vit_builder(
+    "build_sam_vit_l", "sam_vit_l_0b3195.pth", 1024, 24, 16, (5, 11, 17, 23)
 )
-build_sam_vit_b = partial(
-    _build_sam_vit,
-    encoder_embed_dim=768,
-    encoder_depth=12,
-    encoder_num_heads=12,
-    encoder_global_attn_indexes=(2, 5, 8, 11),
+build_sam_vit_b = _sam_vit_builder(
+    "build_sam_vit_b", "sam_vit_b_01ec64.pth", 768, 12, 12, (2, 5, 8, 11)
 )
 
 
@@ -321,11 +358,18 @@ def build_sam_vit_t(
     return _finish(model, checkpoint, device, fuse, checkpoint_sha256)
 
 
+# segment-anything, MobileSAM and the official RepViT-SAM name their builders so; the
+# official RepViT-SAM package also calls ours ``build_sam_repvit``.
+build_sam = build_sam_vit_h
+build_sam_repvit = build_repvit_sam
+
+# "default" is ViT-H in all three official packages, so code written for them that loads
+# ``sam_model_registry["default"](checkpoint="sam_vit_h_4b8939.pth")`` works here too.
 sam_model_registry: dict[str, Callable[..., Sam]] = {
-    "default": build_repvit_sam,
-    "repvit": build_repvit_sam,
+    "default": build_sam_vit_h,
     "vit_h": build_sam_vit_h,
     "vit_l": build_sam_vit_l,
     "vit_b": build_sam_vit_b,
     "vit_t": build_sam_vit_t,
+    "repvit": build_repvit_sam,
 }

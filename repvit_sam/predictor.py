@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from repvit_sam.mask_upscale import CropMask, MaskUpscaler
 from repvit_sam.modeling.batched_decoder import BatchedMaskDecoder
 from repvit_sam.modeling.sam import Sam
 from repvit_sam.segmenter import DecodePrompts, ImageEmbedding, MaskPrediction, SegmenterBase
-from repvit_sam.utils.transforms import ResizeLongestSide
+from repvit_sam.utils.transforms import ResizeLongestSide, as_uint8_image
 
 __all__ = ["DecodePrompts", "ImageEmbedding", "MaskPrediction", "SamPredictor"]
 
@@ -42,6 +43,22 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"image: expected dtype uint8 (0-255), got {image.dtype}")
     if min(image.shape[:2]) < 1:
         raise ValueError(f"image: expected a non-empty image, got {tuple(image.shape)}")
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """The (H, W, 3) uint8 image ``set_image`` encodes; a float image in [0, 1] is scaled.
+
+    segment-anything accepts a floating image in [0, 1] (torchvision scales it by 255 and
+    truncates): so do ``set_image`` and the automatic mask generator, value for value.
+
+    Raises:
+        ValueError: not an (H, W, 3) array, a dtype other than uint8 or floating, or a
+            floating image outside [0, 1].
+    """
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3:
+        image = as_uint8_image(image)
+    _check_image(image)
+    return image
 
 
 def _mask_input_on_grid(
@@ -69,6 +86,33 @@ def _to_full_grid(
     return low_res
 
 
+class _UpscaledMasks:
+    """The masks of a ``decode``: all at once as SAM computes them, or one candidate's crop."""
+
+    def __init__(self, predictor: SamPredictor, low_res: torch.Tensor,
+                 embedding: ImageEmbedding) -> None:
+        self.predictor = predictor
+        self.low_res = low_res
+        self.embedding = embedding
+        self.upscaler = MaskUpscaler(embedding.input_hw, embedding.orig_hw,
+                                     predictor.model.img_size, predictor.model.mask_threshold)
+        self._crops: dict[tuple[int, int], CropMask | None] = {}
+
+    def full(self) -> torch.Tensor:
+        logits = self.predictor._postprocess_masks(self.low_res, self.embedding.input_hw,
+                                                   self.embedding.orig_hw)
+        return logits > self.predictor.model.mask_threshold
+
+    def crop(self, obj_idx: int, cand_idx: int) -> CropMask | None:
+        key = (obj_idx, cand_idx)
+        if key not in self._crops:
+            logits = self.low_res[obj_idx, cand_idx].cpu()
+            box = self.upscaler.extent(logits)
+            self._crops[key] = None if box is None else CropMask(
+                box[0], box[1], self.upscaler.crop(logits, box))
+        return self._crops[key]
+
+
 class SamPredictor(SegmenterBase):
     """SAM's predictor API over any ``Sam`` model, plus a stateless batched pair for video.
 
@@ -78,11 +122,22 @@ class SamPredictor(SegmenterBase):
 
     Args:
         sam_model: the model; its device is used for every computation.
-        decoder: how ``decode`` runs the prompt decoder: ``"batched"`` (default) shares the
-            image-side work of all N objects (``BatchedMaskDecoder``: same outputs to float32
-            rounding; 27 against 56 ms for one object, 158 against 379 ms for eight, 2 cores);
-            ``"reference"`` runs ``Sam.mask_decoder`` as SAM does. ``predict`` and
-            ``predict_torch`` always use the reference path.
+        decoder: how ``predict``, ``predict_torch`` and ``decode`` run the prompt decoder:
+            ``"batched"`` (default) shares the image-side work of all prompt sets
+            (``BatchedMaskDecoder``: the same outputs to float32 rounding, within 1.2e-5 of
+            segment-anything's low-res logits and masks at most 5 pixels apart in
+            tests/repvit_sam/test_compat_official.py; 27 against 56 ms for one object, 158
+            against 379 ms for eight, 2 cores); ``"reference"`` runs ``Sam.mask_decoder`` as
+            segment-anything's predictor does, for outputs equal to its own bit for bit.
+
+    Attributes:
+        features: (1, 256, 64, 64) embedding of the current image, or None. As in SAM,
+            ``set_image`` and ``predict_torch`` compute under ``torch.no_grad`` (not inference
+            mode), so this embedding and their outputs are ordinary tensors: they can be
+            edited in place or fed to a decoder that is being trained.
+        original_size, input_size: (H, W) of the current image before and after resizing.
+        orig_h, orig_w, input_h, input_w: the same sizes one by one (MobileSAM's names; None
+            without an image).
 
     Example:
         >>> predictor = SamPredictor(sam_model_registry["repvit"](checkpoint=path))
@@ -91,6 +146,14 @@ class SamPredictor(SegmenterBase):
         >>> emb = predictor.encode(rgb)
         >>> pred = predictor.decode(emb, boxes_xyxy=np.array([[10, 20, 200, 220]]))
     """
+
+    features: torch.Tensor | None
+    original_size: tuple[int, ...] | None
+    input_size: tuple[int, ...] | None
+    orig_h: int | None
+    orig_w: int | None
+    input_h: int | None
+    input_w: int | None
 
     def __init__(self, sam_model: Sam, *, decoder: str = "batched") -> None:
         if decoder not in DECODERS:
@@ -109,24 +172,33 @@ class SamPredictor(SegmenterBase):
 
     # ------------------------------------------------------------------ SAM-compatible API
 
-    @torch.inference_mode()
+    # The SAM-compatible methods run under no_grad rather than inference mode: SAM returns
+    # ordinary tensors, which user code edits in place or trains a decoder from; inference
+    # tensors refuse both. No cost measured: predict(box) 145 against 159 ms, predict_torch
+    # of 16 points 2.8 s either way (RepViT-SAM, medians of 4 interleaved runs, 2 busy cores).
+    @torch.no_grad()
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Encode an image and keep its embedding for ``predict`` calls.
 
         Args:
-            image: (H, W, 3) uint8 image in 0-255.
+            image: (H, W, 3) uint8 image in 0-255, or floating in [0, 1] (scaled by 255 and
+                truncated, as segment-anything does).
             image_format: "RGB" or "BGR".
+
+        Raises:
+            ValueError: an unknown format, or an image that is not (H, W, 3) uint8 or float
+                in [0, 1].
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format: expected 'RGB' or 'BGR', got {image_format!r}")
-        _check_image(image)
+        image = as_rgb_uint8(image)
         if image_format != self.model.image_format:
             image = image[..., ::-1]
         resized = self.transform.apply_image(np.ascontiguousarray(image))
         tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         self.set_torch_image(tensor, image.shape[:2])
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def set_torch_image(
         self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
     ) -> None:
@@ -146,11 +218,16 @@ class SamPredictor(SegmenterBase):
                 f"got {tuple(transformed_image.shape)}"
             )
         self.reset_image()
-        self.original_size = tuple(int(v) for v in original_image_size)
-        self.input_size = tuple(int(v) for v in transformed_image.shape[-2:])
+        self._set_sizes(original_image_size, transformed_image.shape[-2:])
         model_input = self.model.preprocess(transformed_image.to(torch.float32))
         self.features = self.model.image_encoder(model_input)
         self.is_image_set = True
+
+    def _set_sizes(self, original_size: tuple[int, ...], input_size: tuple[int, ...]) -> None:
+        self.orig_h, self.orig_w = (int(v) for v in original_size)
+        self.input_h, self.input_w = (int(v) for v in input_size)
+        self.original_size = (self.orig_h, self.orig_w)
+        self.input_size = (self.input_h, self.input_w)
 
     def predict(
         self,
@@ -175,8 +252,7 @@ class SamPredictor(SegmenterBase):
             masks (C, H, W) bool (or float logits), iou_predictions (C,),
             low_res_logits (C, 256, 256), as numpy arrays.
         """
-        if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        _, original_size, _ = self._current_image()
         coords_torch = labels_torch = box_torch = mask_torch = None
         if point_labels is not None and point_coords is None:
             raise ValueError("point_labels given without point_coords")
@@ -191,7 +267,7 @@ class SamPredictor(SegmenterBase):
             labels = np.asarray(point_labels).reshape(-1)
             if len(labels) != len(coords):
                 raise ValueError(f"point_labels: expected {len(coords)} labels, got {len(labels)}")
-            coords = self.transform.apply_coords(coords, self.original_size)
+            coords = self.transform.apply_coords(coords, original_size)
             coords_torch = _as_float_tensor(coords, self.device)[None]
             labels_torch = torch.as_tensor(labels, dtype=torch.int64, device=self.device)[None]
         if box is not None:
@@ -199,7 +275,7 @@ class SamPredictor(SegmenterBase):
             if box_arr.shape != (4,):
                 raise ValueError(f"box: expected 4 values XYXY, got shape {np.shape(box)}")
             box_torch = _as_float_tensor(
-                self.transform.apply_boxes(box_arr, self.original_size), self.device
+                self.transform.apply_boxes(box_arr, original_size), self.device
             )
         if mask_input is not None:
             mask_arr = np.asarray(mask_input, dtype=np.float32)
@@ -220,7 +296,7 @@ class SamPredictor(SegmenterBase):
             low_res[0].detach().float().cpu().numpy(),
         )
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def predict_torch(
         self,
         point_coords: torch.Tensor | None,
@@ -243,18 +319,28 @@ class SamPredictor(SegmenterBase):
         Returns:
             masks (B, C, H, W), iou_predictions (B, C), low_res_logits (B, C, 256, 256).
         """
-        if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        features, original_size, input_size = self._current_image()
         low_res, iou = self._decode(
-            self.features, point_coords, point_labels, boxes, mask_input, multimask_output
+            features, point_coords, point_labels, boxes, mask_input, multimask_output
         )
-        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        masks = self.model.postprocess_masks(low_res, input_size, original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou, low_res
 
+    def _current_image(self) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
+        """(features, original_size, input_size) of the current image."""
+        if (
+            not self.is_image_set
+            or self.features is None
+            or self.original_size is None
+            or self.input_size is None
+        ):
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        return self.features, self.original_size, self.input_size
+
     def get_image_embedding(self) -> torch.Tensor:
-        """The current image's (1, 256, 64, 64) embedding."""
+        """The current image's (1, 256, 64, 64) float32 embedding (an ordinary tensor)."""
         if not self.is_image_set or self.features is None:
             raise RuntimeError(
                 "An image must be set with .set_image(...) to generate an embedding."
@@ -264,9 +350,41 @@ class SamPredictor(SegmenterBase):
     def reset_image(self) -> None:
         """Forget the current image."""
         self.is_image_set = False
-        self.features: torch.Tensor | None = None
-        self.original_size: tuple[int, ...] | None = None
-        self.input_size: tuple[int, ...] | None = None
+        self.features = None
+        self.original_size = None
+        self.input_size = None
+        self.orig_h = self.orig_w = self.input_h = self.input_w = None
+
+    def export_fields(self) -> dict[str, torch.Tensor | int | None]:
+        """The current image's state as a dict (MobileSAM's API), for :meth:`import_fields`.
+
+        Returns:
+            ``features`` (1, 256, 64, 64) and the sizes ``orig_h``, ``orig_w``, ``input_h``,
+            ``input_w``.
+        """
+        return {
+            "features": self.features,
+            "orig_h": self.orig_h,
+            "orig_w": self.orig_w,
+            "input_h": self.input_h,
+            "input_w": self.input_w,
+        }
+
+    def import_fields(self, fields: dict) -> None:
+        """Make an image current from :meth:`export_fields`'s dict, without encoding it.
+
+        Unlike MobileSAM's, this also restores ``original_size`` and ``input_size``, so
+        ``predict`` works right after it.
+
+        Args:
+            fields: ``features`` (1, 256, 64, 64) and ``orig_h``, ``orig_w``, ``input_h``,
+                ``input_w``.
+        """
+        self._set_sizes(
+            (fields["orig_h"], fields["orig_w"]), (fields["input_h"], fields["input_w"])
+        )
+        self.features = fields["features"]
+        self.is_image_set = True
 
     # ------------------------------------------------------------------ stateless video API
 
@@ -325,11 +443,9 @@ class SamPredictor(SegmenterBase):
             prompts.multimask_output,
             full_grid_hw=embedding.full_grid_hw,
         )
-        logits = self._postprocess_masks(low_res, embedding.input_hw, embedding.orig_hw)
+        low_res = low_res.float()
         return MaskPrediction(
-            masks=logits > self.model.mask_threshold,
-            iou_scores=iou.float(),
-            low_res_logits=low_res.float(),
+            None, iou.float(), low_res, lazy=_UpscaledMasks(self, low_res, embedding)
         )
 
     def _postprocess_masks(

@@ -30,13 +30,13 @@ class MaskData:
     length) indexes masks; every field must have the same length.
 
     Args:
-        **fields: the initial fields.
+        **kwargs: the initial fields, by name.
     """
 
-    def __init__(self, **fields: Any) -> None:
-        for name, value in fields.items():
+    def __init__(self, **kwargs: Any) -> None:
+        for name, value in kwargs.items():
             _check_field(name, value)
-        self._stats: dict[str, Any] = dict(fields)
+        self._stats: dict[str, Any] = dict(kwargs)
 
     def __setitem__(self, key: str, value: Any) -> None:
         _check_field(key, value)
@@ -87,9 +87,9 @@ class MaskData:
             else:
                 self._stats[name] = [value[i] for i in keep_np]
 
-    def cat(self, other: MaskData) -> None:
+    def cat(self, new_stats: MaskData) -> None:
         """Append another container's masks, field by field, in place."""
-        for name, value in other.items():
+        for name, value in new_stats.items():
             if name not in self._stats or self._stats[name] is None:
                 self._stats[name] = _copy_field(value)
             elif isinstance(value, torch.Tensor):
@@ -325,7 +325,7 @@ def batch_iterator(
 
 
 def calculate_stability_score(
-    mask_logits: torch.Tensor, mask_threshold: float, threshold_offset: float
+    masks: torch.Tensor, mask_threshold: float, threshold_offset: float
 ) -> torch.Tensor:
     """IoU between the masks binarised at ``threshold +/- offset``.
 
@@ -334,7 +334,7 @@ def calculate_stability_score(
     threshold moves, so the score is near 1.
 
     Args:
-        mask_logits: (..., H, W) float logits.
+        masks: (..., H, W) float mask logits (SAM's parameter name).
         mask_threshold: the binarisation threshold (0.0 for SAM).
         threshold_offset: how far to move it each way (1.0 in SAM's generator).
 
@@ -342,8 +342,8 @@ def calculate_stability_score(
         (...) float32 score in [0, 1]; 0/0 (an empty low-threshold mask) is NaN, as in SAM,
         so such masks fail any stability filter.
     """
-    high = (mask_logits > (mask_threshold + threshold_offset)).flatten(-2)
-    low = (mask_logits > (mask_threshold - threshold_offset)).flatten(-2)
+    high = (masks > (mask_threshold + threshold_offset)).flatten(-2)
+    low = (masks > (mask_threshold - threshold_offset)).flatten(-2)
     # int64 sums: SAM's int16 row sums would overflow on rows wider than 32767 pixels.
     intersections = high.sum(-1, dtype=torch.int64)
     unions = low.sum(-1, dtype=torch.int64)
@@ -434,23 +434,23 @@ def _import_cv2() -> Any:
 # --------------------------------------------------------------------------- RLE
 
 
-def mask_to_rle_pytorch(masks: torch.Tensor) -> list[MaskRLE]:
+def mask_to_rle_pytorch(tensor: torch.Tensor) -> list[MaskRLE]:
     """Uncompressed COCO-style RLE of each binary mask.
 
     Args:
-        masks: (B, H, W) bool masks (any device).
+        tensor: (B, H, W) bool masks (any device; SAM's parameter name).
 
     Returns:
         B dicts ``{"size": [H, W], "counts": list[int]}``; counts alternate zeros and ones
         over the column-major flattening, starting with zeros, and sum to H * W.
     """
-    if masks.ndim != 3:
-        raise ValueError(f"masks: expected (B, H, W), got {tuple(masks.shape)}")
-    b, h, w = masks.shape
+    if tensor.ndim != 3:
+        raise ValueError(f"tensor: expected (B, H, W) masks, got {tuple(tensor.shape)}")
+    b, h, w = tensor.shape
     if b == 0:
         return []
     # Column-major flattening, as COCO: transpose so rows become columns before flattening.
-    flat = masks.bool().transpose(1, 2).reshape(b, h * w)
+    flat = tensor.bool().transpose(1, 2).reshape(b, h * w)
     if h * w == 0:
         return [{"size": [h, w], "counts": [0]} for _ in range(b)]
     # Compute the change points on the device; only their indices travel to the CPU.

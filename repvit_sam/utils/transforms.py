@@ -8,12 +8,45 @@ from PIL import Image
 from torch.nn import functional as F
 
 
+def as_uint8_image(image: np.ndarray) -> np.ndarray:
+    """An (H, W, C) image as uint8 0-255, taking a floating image in [0, 1] as SAM does.
+
+    segment-anything resizes through torchvision's ``to_pil_image``, which turns a floating
+    image into uint8 as ``(image * 255).astype(np.uint8)`` (truncating), so a float image in
+    [0, 1] works there. We convert it the same way, value for value; a floating image with
+    values outside [0, 1] (a 0-255 float image, NaN) raises instead of wrapping around.
+    Other dtypes are returned unchanged for the caller to validate.
+
+    Args:
+        image: (H, W, C) uint8 in 0-255, or floating in [0, 1].
+
+    Returns:
+        The uint8 image (the input itself when it is not floating).
+
+    Raises:
+        ValueError: a floating image with values outside [0, 1].
+    """
+    if not np.issubdtype(image.dtype, np.floating):
+        return image
+    if image.size:
+        low, high = float(image.min()), float(image.max())
+        if not (low >= 0.0 and high <= 1.0):  # NaN fails both comparisons
+            raise ValueError(
+                f"image: a floating ({image.dtype}) image must hold values in [0, 1] (it is "
+                f"scaled by 255, as in segment-anything), got values in [{low:g}, {high:g}]; "
+                "pass uint8 0-255 pixels instead"
+            )
+    return (image * 255).astype(np.uint8)
+
+
 class ResizeLongestSide:
     """Resize so the longest side equals ``target_length``, and map coordinates accordingly.
 
     ``apply_image`` resizes with PIL's bilinear filter (antialiased on downscaling), which is
     what the official code does through torchvision on a PIL image; the torch variants use
-    ``F.interpolate`` and may differ slightly.
+    ``F.interpolate`` and may differ slightly. ``apply_image_torch`` reads (H, W) from the
+    last two axes of its (B, 3, H, W) input; segment-anything 1.0 reads them from the first
+    two (B, 3), so its output size is wrong there and ours differs from it on purpose.
 
     Args:
         target_length: the long side after resizing (1024 for SAM).
@@ -30,7 +63,9 @@ class ResizeLongestSide:
         return int(newh + 0.5), int(neww + 0.5)
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (h, w, 3) uint8 resized with PIL bilinear."""
+        """(H, W, 3) uint8 (or float in [0, 1], see :func:`as_uint8_image`) -> (h, w, 3) uint8
+        resized with PIL bilinear."""
+        image = as_uint8_image(np.asarray(image))
         h, w = self.get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
         return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
 

@@ -498,7 +498,13 @@ def test_generator_validation(model: Sam) -> None:
     with pytest.raises(ValueError, match="max_num_masks"):
         SamAutomaticMaskGenerator(model, max_num_masks=0)
     generator = SamAutomaticMaskGenerator(model, points_per_side=2)
-    for bad in (np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 3))):
+    # A float image is taken in [0, 1], as SAM takes it; a 0-255 float image is refused.
+    bad_images = (
+        np.zeros((8, 8), np.uint8),
+        np.zeros((8, 8, 4), np.uint8),
+        np.full((8, 8, 3), 255.0),
+    )
+    for bad in bad_images:
         with pytest.raises(ValueError, match="image"):
             generator.generate(bad)
 

@@ -123,6 +123,22 @@ def test_wrong_type(tmp_path: Path, payload: bytes | None, expected: str) -> Non
         load_checkpoint(build_repvit_sam(), path)
 
 
+class _Pickled:
+    """A Python object saved beside the weights (e.g. a whole training module)."""
+
+
+def test_pickled_objects_are_refused_without_advising_unsafe_loading(
+    tmp_path: Path, model_state: dict[str, torch.Tensor]
+) -> None:
+    path = tmp_path / "whole.pt"
+    torch.save({**model_state, "extra": _Pickled()}, path)
+    with pytest.raises(CheckpointError, match="pickled Python objects") as info:
+        load_checkpoint(build_repvit_sam(), path)
+    message = str(info.value)
+    assert "\n" not in message and "weights_only=False" not in message
+    assert "state_dict()" in message
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="file not found"):
         build_repvit_sam(tmp_path / "absent.pt")

@@ -95,7 +95,11 @@ BAD_IMAGES = [
     pytest.param(np.zeros((40, 60), np.uint8), r"\(H, W, 3\).*\(40, 60\)", id="gray-2d"),
     pytest.param(np.zeros((40, 60, 4), np.uint8), r"\(H, W, 3\).*\(40, 60, 4\)", id="rgba"),
     pytest.param(np.zeros((3, 40, 60), np.uint8), r"\(H, W, 3\).*\(3, 40, 60\)", id="chw"),
-    pytest.param(np.zeros((40, 60, 3), np.float32), r"uint8.*float32", id="float32"),
+    # set_image takes a float image in [0, 1] as SAM does (test_compat_api), not 0-255;
+    # encode() takes uint8 only.
+    pytest.param(
+        np.full((40, 60, 3), 255.0, np.float32), r"uint8.*float32|float32.*\[0, 1\]", id="float32"
+    ),
     pytest.param(np.zeros((40, 60, 3), np.uint16), r"uint8.*uint16", id="uint16"),
     pytest.param(np.zeros((0, 60, 3), np.uint8), r"non-empty", id="empty"),
     pytest.param(torch.zeros(40, 60, 3, dtype=torch.uint8), r"numpy", id="torch-tensor"),
