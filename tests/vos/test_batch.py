@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from repvit_sam.segmenter import DecodePrompts, SegmenterBase
+from repvit_sam.segmenter import DecodePrompts, MaskPrediction, SegmenterBase
 from vos.batch import (
     RESULTS_CSV,
     RESULTS_JSONL,
@@ -48,20 +48,13 @@ class _Embedding:
     orig_hw: tuple[int, int]
 
 
-@dataclass
-class _Prediction:
-    masks: torch.Tensor
-    iou_scores: torch.Tensor
-    low_res_logits: torch.Tensor
-
-
 class BrightSegmenter(SegmenterBase):
     """Foreground = bright pixels inside the prompt box or within 12 px of a positive point."""
 
     def encode(self, image: np.ndarray) -> _Embedding:
         return _Embedding(image.mean(axis=2) > 128, (image.shape[0], image.shape[1]))
 
-    def decode_prompts(self, embedding: _Embedding, prompts: DecodePrompts) -> _Prediction:
+    def decode_prompts(self, embedding: _Embedding, prompts: DecodePrompts) -> MaskPrediction:
         boxes_xyxy, points_xy, point_labels = prompts.boxes_xyxy, prompts.points_xy, prompts.point_labels
         mask_logits, multimask_output = prompts.mask_logits, prompts.multimask_output
         n = next(len(x) for x in (boxes_xyxy, points_xy, mask_logits) if x is not None)
@@ -80,7 +73,7 @@ class BrightSegmenter(SegmenterBase):
                         region[max(int(y) - 12, 0) : int(y) + 13, max(int(x) - 12, 0) : int(x) + 13] = True
             masks[i, :] = embedding.bright & region
         ious = torch.tensor([[0.95, 0.8, 0.7][:c]] * n, dtype=torch.float32)
-        return _Prediction(torch.from_numpy(masks), ious, torch.zeros((n, c, 256, 256)))
+        return MaskPrediction(torch.from_numpy(masks), ious, torch.zeros((n, c, 256, 256)))
 
     def propose(self, frame: np.ndarray, max_num_masks: int) -> list[np.ndarray]:
         count, labels = cv2.connectedComponents((frame.mean(axis=2) > 128).astype(np.uint8))
