@@ -133,14 +133,19 @@ class SamOnnxDecoder(nn.Module):
         index = best[:, :, None, None].expand(-1, -1, masks.shape[2], masks.shape[3])
         return torch.gather(masks, 1, index), iou
 
+    def _input_hw(self, orig_im_size: torch.Tensor) -> torch.Tensor:
+        """(h, w) int64 of the image inside the padded model frame, in-graph."""
+        # ResizeLongestSide.get_preprocess_shape in float64, so sizes round exactly as there.
+        orig = orig_im_size.to(torch.float64)
+        return torch.floor(orig * (self.img_size / orig.max()) + 0.5).to(torch.int64)
+
     def _upscale(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
         masks = F.interpolate(
             masks, (self.img_size, self.img_size), mode="bilinear", align_corners=False
         )
-        # ResizeLongestSide.get_preprocess_shape in float64, so sizes round exactly as there.
-        orig = orig_im_size.to(torch.float64)
-        input_hw = torch.floor(orig * (self.img_size / orig.max()) + 0.5).to(torch.int64)
-        masks = masks[..., : input_hw[0], : input_hw[1]]
+        input_hw = self._input_hw(orig_im_size)
+        # Tensor bounds, not ints: the crop stays an input of the traced graph.
+        masks = masks[..., : input_hw[0], : input_hw[1]]  # type: ignore[misc]
         orig_hw = orig_im_size.to(torch.int64)
         # Tensor sizes (not ints) keep the output size an input of the traced graph.
         size = (orig_hw[0], orig_hw[1])

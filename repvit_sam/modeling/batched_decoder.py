@@ -175,23 +175,20 @@ class BatchedMaskDecoder(nn.Module):
         # Objects run in chunks: each object's image tokens are (h*w, C) floats (4 MiB on
         # SAM's grid), so a chunk's activations stay bounded whatever the number of objects;
         # the per-frame image-side work above is done once for all chunks.
-        masks = ious = None
+        if batch <= self.chunk_size:
+            return self._decode_chunk(shared, sparse_prompt_embeddings, mask_logits,
+                                      multimask_output, (h, w))
+        # Chunks write into one output: a final torch.cat would hold every mask twice
+        # (200 MB for 254 objects).
+        m = self.mask_decoder.num_mask_tokens - 1 if multimask_output else 1
+        masks = image.new_empty((batch, m, 4 * h, 4 * w))
+        ious = image.new_empty((batch, m))
         for start in range(0, batch, self.chunk_size):
             stop = min(batch, start + self.chunk_size)
-            chunk_masks, chunk_iou = self._decode_chunk(
+            masks[start:stop], ious[start:stop] = self._decode_chunk(
                 shared, sparse_prompt_embeddings[start:stop],
                 None if mask_logits is None else mask_logits[start:stop],
                 multimask_output, (h, w))
-            if masks is None or ious is None:
-                if stop == batch:
-                    return chunk_masks, chunk_iou
-                # Written chunk by chunk: a final torch.cat would hold every mask twice
-                # (200 MB for 254 objects).
-                masks = chunk_masks.new_empty((batch, *chunk_masks.shape[1:]))
-                ious = chunk_iou.new_empty((batch, *chunk_iou.shape[1:]))
-            masks[start:stop] = chunk_masks
-            ious[start:stop] = chunk_iou
-        assert masks is not None and ious is not None
         return masks, ious
 
     def _decode_chunk(

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
 from repvit_sam.export.onnx import SamOnnxDecoder
 from repvit_sam.modeling.sam import Sam
@@ -72,17 +71,13 @@ class SamOnnxModel(SamOnnxDecoder):
         scale = longest_side / torch.max(size)
         return torch.floor(scale * size + 0.5).to(torch.int64)
 
+    def _input_hw(self, orig_im_size: torch.Tensor) -> torch.Tensor:
+        return self.resize_longest_image_size(orig_im_size, self.img_size)
+
     def mask_postprocessing(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
-        """(N, M, 256, 256) low-res logits -> (N, M, H, W) logits at ``orig_im_size`` (H, W)."""
-        masks = F.interpolate(
-            masks, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False
-        )
-        prepadded = self.resize_longest_image_size(orig_im_size, self.img_size)
-        # Tensor bounds, not ints: the crop stays an input of the traced graph.
-        masks = masks[..., : prepadded[0], : prepadded[1]]  # type: ignore[misc]
-        orig_hw = orig_im_size.to(torch.int64)
-        size = (orig_hw[0], orig_hw[1])
-        return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)  # type: ignore[arg-type]
+        """(N, M, 256, 256) low-res logits -> (N, M, H, W) logits at ``orig_im_size`` (H, W),
+        with the float32 size rounding of :meth:`resize_longest_image_size`."""
+        return self._upscale(masks, orig_im_size)
 
     def select_masks(
         self, masks: torch.Tensor, iou_preds: torch.Tensor, num_points: int | torch.Tensor
