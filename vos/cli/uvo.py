@@ -40,7 +40,7 @@ def _read_json(path: Path, flag: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Track frame-0 proposals through every video (or only score); print the metrics."""
-    from vos.eval.drivers import run_uvo
+    from vos.eval.drivers import UVO_STATS, run_uvo
     from vos.eval.uvo import evaluate_uvo
     from vos.io.atomic import write_text_atomic
     from vos.io.lock import FolderLock
@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     timings: list = []
     if args.eval_only:
         pred_path = Path(args.eval_only)
-        pred = _read_json(pred_path, "--eval-only")
+        # Scored before the folder is locked: a malformed file is refused with nothing written.
+        metrics = evaluate_uvo(gt, _read_json(pred_path, "--eval-only"))
         output = pred_path.parent
     else:
         from repvit_sam import SamAutomaticMaskGenerator
@@ -72,27 +73,21 @@ def run(args: argparse.Namespace) -> int:
         def propose(frame: Any) -> list:
             return [record["segmentation"] for record in generator.generate(frame)]
 
-        with FolderLock(output):
+        def track() -> tuple[list, list]:
             dump_config(cfg, output / "resolved_config.yaml",
                         checkpoint_sha256=loaded.checkpoint_sha256)
+            return run_uvo(gt, Path(args.root), output, segmenter, propose, cfg.tracker,
+                           cfg.prompt, progress=not args.quiet)
+
+    with FolderLock(output):
+        if not args.eval_only:
             try:
-                pred, timings = run_uvo(gt, Path(args.root), output, segmenter, propose,
-                                        cfg.tracker, cfg.prompt, progress=not args.quiet)
+                pred, timings = track()
             except KeyboardInterrupt:
                 return interrupted(f"finished videos in {output}/videos are kept; rerun to "
                                    "resume")
             metrics = evaluate_uvo(gt, pred)
-            write_text_atomic(output / "metrics.json", json.dumps(metrics, indent=2))
-        return _report(metrics, timings)
-    metrics = evaluate_uvo(gt, pred)
-    with FolderLock(output):
         write_text_atomic(output / "metrics.json", json.dumps(metrics, indent=2))
-    return _report(metrics, timings)
-
-
-def _report(metrics: dict, timings: list) -> int:
-    from vos.eval.drivers import UVO_STATS
-
     rows = [(k, f"{metrics[k]:.4f}") for k in UVO_STATS if k in metrics]
     rows += [(f"video {t.name}", f"{t.frames} frames, {t.seconds:.1f} s"
               + (" (already done)" if t.skipped else "")) for t in timings]

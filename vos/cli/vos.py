@@ -77,7 +77,8 @@ def run_benchmark(args: argparse.Namespace, preset: VosPreset) -> int:
     """The ``vos`` mode on ``preset`` (also the ``davis`` mode's body)."""
     from vos.eval.benchmarks import seen_categories
     from vos.eval.datasets import VosDataset
-    from vos.eval.vos_driver import vos_sequences
+    from vos.eval.vos_driver import ground_truth_present, vos_sequences
+    from vos.io.lock import FolderLock
 
     cfg = config_from(args)
     root_text = args.root or cfg.eval.root
@@ -90,19 +91,6 @@ def run_benchmark(args: argparse.Namespace, preset: VosPreset) -> int:
                          _optional_path(args.list))
     seen = seen_categories(Path(args.seen_categories)) if args.seen_categories else None
     names = vos_sequences(dataset, [s for s in (args.sequences or "").split(",") if s] or None)
-    with contextlib.ExitStack() as held:
-        return _run_locked(args, cfg, preset, dataset, names, seen, held)
-
-
-def _run_locked(args: argparse.Namespace, cfg: Any, preset: VosPreset, dataset: Any,
-                names: list[str], seen: Any, held: contextlib.ExitStack) -> int:
-    """Track (unless ``--eval-only``), score and report, holding the output folder's lock."""
-    from vos.eval.benchmarks import score_dataset
-    from vos.eval.davis_report import write_report
-    from vos.eval.vos_driver import ground_truth_present
-    from vos.io.lock import FolderLock
-
-    timings: list = []
     if args.eval_only:
         output = Path(args.eval_only)
         if not output.is_dir():
@@ -110,10 +98,24 @@ def _run_locked(args: argparse.Namespace, cfg: Any, preset: VosPreset, dataset: 
         if not ground_truth_present(dataset, names):
             raise UsageError(f"--eval-only: {dataset.annotations_root} holds only the prompts; "
                              "only the benchmark's server scores this split")
-        scored = True
     else:
         output = Path(args.output or cfg.io.output_dir or f"outputs/{preset.name}")
-        held.enter_context(FolderLock(output))
+    # A tracking run holds its output folder's lock from the first write to the report.
+    with contextlib.nullcontext() if args.eval_only else FolderLock(output):
+        return _track_and_score(args, cfg, preset, dataset, names, seen, output)
+
+
+def _track_and_score(args: argparse.Namespace, cfg: Any, preset: VosPreset, dataset: Any,
+                     names: list[str], seen: Any, output: Path) -> int:
+    """Track (unless ``--eval-only``), score and report into ``output``."""
+    from vos.eval.benchmarks import score_dataset
+    from vos.eval.davis_report import write_report
+    from vos.eval.vos_driver import ground_truth_present
+
+    timings: list = []
+    if args.eval_only:
+        scored = True
+    else:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(
             cfg.eval, root=str(dataset.root), split=str(dataset.split)))
         try:
