@@ -229,18 +229,14 @@ def test_video_decode_matches_golden(
     failures = case_failures(case_errors(outputs, golden, case, image.shape[1]))
     assert not failures, f"{case}: {failures}"
     # The tracker's path: each candidate's crop (issue #14), pasted into the frame, is the
-    # same mask as the eager full-frame one, and agrees with the golden mask as that does.
+    # same mask as the eager full-frame one, so the golden agreement checked above holds
+    # for it too.
     n, c = pred.low_res_logits.shape[:2]
     pairs = [(i, k) for i in range(n) for k in range(c)]
     hw = image.shape[:2]
     pasted = np.stack([np.zeros(hw, bool) if crop is None else crop.full(hw)
                        for crop in pred.candidate_masks(pairs)]).reshape(n, c, *hw)
     assert np.array_equal(pasted, pred.masks.numpy()), case
-    if case != "batched_boxes":
-        pasted = pasted[0]
-    golden_masks = unpack_masks(golden[f"img0/{case}/masks_packed"], image.shape[1]).reshape(
-        pasted.shape)
-    assert (pasted == golden_masks).mean() >= 0.9999, case
 
 
 def test_one_perturbed_weight_is_caught(
