@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,4 +51,61 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "repvit_sam_random.pt"
     torch.save(build_repvit_sam().state_dict(), path)
+    return path
+
+
+def fan_in_state_dict(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Synthetic weights whose image embedding depends on the image (issues 19 and 23).
+
+    Every weight of two or more dimensions is N(0, 1) * 0.75 / sqrt(fan_in); one-dimensional
+    weights (norm scales) are 1 + N(0, 0.02); biases and BatchNorm means N(0, 0.02);
+    BatchNorm variances 1. Default init barely sees the image (two DAVIS frames' embeddings
+    differ by a relative 2.6e-5); these weights give ~0.66.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, value in model.state_dict().items():
+        if not value.is_floating_point():
+            out[name] = value.clone()
+            continue
+        noise = torch.randn(value.shape, generator=generator, dtype=torch.float32)
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == "running_var":
+            new = torch.ones_like(value)
+        elif leaf in ("bias", "running_mean"):
+            new = 0.02 * noise
+        elif value.ndim >= 2 and leaf != "positional_encoding_gaussian_matrix":
+            fan_in = int(np.prod(value.shape[1:]))
+            new = noise * 0.75 / fan_in**0.5
+        elif value.ndim == 1 and leaf == "weight":
+            new = 1.0 + 0.02 * noise
+        else:
+            new = value.clone()
+        out[name] = new.to(value.dtype)
+    return out
+
+
+@pytest.fixture(scope="session")
+def seeing_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A RepViT-SAM checkpoint (official format) with :func:`fan_in_state_dict` weights.
+
+    The fixture asserts what makes it useful: two different frames' embeddings differ by a
+    relative 1e-2 or more, so a test handed the wrong frame's embedding fails.
+    """
+    from repvit_sam import SamPredictor, build_repvit_sam
+
+    model = build_repvit_sam()
+    model.load_state_dict(fan_in_state_dict(model))
+    model.eval()
+    predictor = SamPredictor(model)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:128]
+    first = np.stack([(xx * 2) % 256, (yy * 3) % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    second = np.roll(first, 17, axis=1) ^ rng.integers(0, 40, first.shape, dtype=np.uint8)
+    a = predictor.encode(first).features
+    b = predictor.encode(second).features
+    relative = float((a - b).norm() / a.norm())
+    assert relative >= 1e-2, f"synthetic weights barely see the image ({relative:.2e})"
+    path = tmp_path_factory.mktemp("weights") / "repvit_sam_fan_in.pt"
+    torch.save(model.state_dict(), path)
     return path

@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from vos.config import RunConfig, TrackerConfig, load_config
 from vos.tracker import VideoTracker
 from vos.types import FrameResult, Prompt, Track, TrackStatus
+from vos.video_predictor import VideoPredictor, build_sam2_video_predictor
 
 try:
     __version__ = version("repvit-vos")
@@ -26,7 +27,9 @@ __all__ = [
     "Track",
     "TrackStatus",
     "TrackerConfig",
+    "VideoPredictor",
     "VideoTracker",
     "__version__",
+    "build_sam2_video_predictor",
     "load_config",
 ]

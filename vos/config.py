@@ -210,6 +210,34 @@ class IOConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    """The video predictor's stores (``vos.video_predictor``, ``vos.embedding_store``).
+
+    Attributes:
+        memory_mb: MiB of frame embeddings kept in memory (a 1024² embedding is 4 MiB);
+            beyond it the least recently used go to ``cache_dir``.
+        disk_mb: MiB of embeddings kept in ``cache_dir``; beyond it the least recently used
+            files are deleted (and logged). 0 keeps no embedding on disk.
+        cache_dir: the embeddings' folder; None: a temporary folder per predictor, removed
+            with it. A named folder is kept, and shared safely between runs and models
+            (embeddings are keyed by checkpoint hash, model settings and frame content).
+        state_memory_mb: MiB of per-frame tracker states kept in memory (~0.3 MiB per
+            object and frame); beyond it they go to a temporary folder of the session.
+        state_disk_mb: MiB of per-frame tracker states kept on disk; a frame whose state was
+            dropped is tracked again when a pass needs it.
+    """
+
+    memory_mb: float = _range(1024.0, minimum=0.0)
+    disk_mb: float = _range(8192.0, minimum=0.0)
+    cache_dir: str | None = None
+    state_memory_mb: float = _range(256.0, minimum=0.0)
+    state_disk_mb: float = _range(16384.0, minimum=0.0)
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, "store")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation dataset location.
 
@@ -231,6 +259,7 @@ class RunConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     io: IOConfig = field(default_factory=IOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     seed: int = _range(0, minimum=0)
 
     def __post_init__(self) -> None:

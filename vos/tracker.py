@@ -106,6 +106,7 @@ class VideoTracker:
         prompts: Sequence[Prompt] = (),
         *,
         run_decoder: bool = True,
+        given: Sequence[Track] = (),
     ) -> FrameResult:
         """Advance to the next frame, propagate every object onto it, then add ``prompts``.
 
@@ -116,6 +117,10 @@ class VideoTracker:
                 the ids they got.
             run_decoder: False skips the model on this frame (frame skipping): objects keep
                 their previous masks, and LOST objects still age.
+            given: objects whose result on this frame is already known (a prompt decoded
+                earlier, e.g. an interactive click of ``vos.video_predictor``); each replaces
+                the object's track after propagation, exactly where a prompt's decoded result
+                would go, so replaying a decoded prompt equals decoding it again.
 
         Returns:
             The visible objects on this frame.
@@ -141,6 +146,8 @@ class VideoTracker:
                 self._reacquire(lost)
             self._resolve_overlaps()
             self._expire()
+        for track in given:
+            self._install(track)
         self.added_obj_ids = tuple(self._add_prompts(prompts)) if prompts else ()
         return self.result()
 
@@ -150,6 +157,7 @@ class VideoTracker:
         prompts: Mapping[int, Sequence[Prompt]] | None = None,
         *,
         decode_every: int = 1,
+        given: Mapping[int, Sequence[Track]] | None = None,
     ) -> Iterator[FrameResult]:
         """Run over a stream lazily, like sam2's ``propagate_in_video``.
 
@@ -159,6 +167,7 @@ class VideoTracker:
             prompts: user prompts keyed by the frame_idx they apply to; they are applied after
                 that frame is propagated, and the yielded result includes them.
             decode_every: run the model on every k-th frame only (1 = every frame).
+            given: known results keyed by frame_idx (see :meth:`step`).
 
         Yields:
             One :class:`FrameResult` per frame.
@@ -166,10 +175,12 @@ class VideoTracker:
         if decode_every < 1:
             raise ValueError(f"decode_every: expected >= 1, got {decode_every}")
         prompts = prompts or {}
+        given = given or {}
         for frame in frames:
             frame_idx = self.state.frame_idx + 1
             yield self.step(frame, prompts.get(frame_idx, ()),
-                            run_decoder=frame_idx % decode_every == 0)
+                            run_decoder=frame_idx % decode_every == 0,
+                            given=given.get(frame_idx, ()))
 
     def add_object(
         self,
@@ -223,13 +234,19 @@ class VideoTracker:
         # Prompts with the same parts and point count share a decoder call (padding a point
         # set would change its answer). A box alone is unambiguous, points alone are not
         # (SAM's own advice): those get three candidates.
-        groups: dict[tuple[bool, int], list[int]] = {}
+        # A refining prompt (SAM's mask input: the object's current logits on this frame)
+        # is decoded apart from fresh ones, as its decoder call carries a mask prompt.
+        groups: dict[tuple[bool, int, bool], list[int]] = {}
         for i, request in enumerate(requests):
             points = 0 if request.points_xy is None else len(request.points_xy)
-            groups.setdefault((request.box_xyxy is not None, points), []).append(i)
+            refining = checked[i].mask_logits is not None
+            groups.setdefault((request.box_xyxy is not None, points, refining), []).append(i)
         decoded: dict[int, tuple[MaskPrediction, int]] = {}
-        for (has_box, _), members in groups.items():
-            pred = self._decode(batch_prompts([requests[i] for i in members],
+        for (has_box, _, refining), members in groups.items():
+            logits = None
+            if refining:
+                logits = torch.stack([checked[i].mask_logits for i in members])  # type: ignore[misc]
+            pred = self._decode(batch_prompts([requests[i] for i in members], logits,
                                               multimask_output=not has_box))
             decoded.update({i: (pred, row) for row, i in enumerate(members)})
         return [self._new_track(checked[i], *decoded[i]) for i in range(len(checked))]
@@ -274,6 +291,19 @@ class VideoTracker:
                            obj_id, self.config.min_mask_area)
         state.tracks[obj_id] = track
         return obj_id
+
+    def _install(self, given: Track) -> None:
+        """Take a known result as the object's track on the current frame (a copy)."""
+        state = self.state
+        if given.mask.shape != state.image_hw:
+            raise ValueError(f"object {given.obj_id}: mask of shape {given.mask.shape}, "
+                             f"expected the frame's {state.image_hw}")
+        track = dataclasses.replace(
+            given, mask=given.mask.copy(), box_xyxy=given.box_xyxy.copy(),
+            velocity_xy=given.velocity_xy.copy(), anchor_xy=given.anchor_xy.copy(),
+            size_wh=given.size_wh.copy(), last_seen_frame=state.frame_idx)
+        state.tracks[track.obj_id] = track
+        state.next_obj_id = max(state.next_obj_id, track.obj_id + 1)
 
     def remove_object(self, obj_id: int) -> None:
         """Stop tracking an object; its id is never reused.

@@ -56,6 +56,9 @@ class Prompt:
         points_xy: (P, 2) float32, XY in original-frame pixels, 1 <= P <= ``MAX_POINTS``.
         point_labels: (P,) int64, 1 positive, 0 negative (default all positive).
         obj_id: persistent id to use (>= 1); None assigns the next free id.
+        mask_logits: (1, 256, 256) float32 low-res logits of the object's current mask on
+            this frame (model frame), given to the decoder as its mask prompt so that a click
+            refines that mask (SAM's ``mask_input``); only with a box or points.
 
     Raises:
         PromptError: no prompt, a mask together with a box or points, non-finite or
@@ -68,6 +71,7 @@ class Prompt:
     points_xy: np.ndarray | None = None
     point_labels: np.ndarray | None = None
     obj_id: int | None = None
+    mask_logits: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         obj_id = self.obj_id
@@ -100,6 +104,13 @@ class Prompt:
             self._normalise_points()
         elif self.point_labels is not None:
             raise PromptError("point_labels given without points_xy")
+        if self.mask_logits is not None:
+            logits = torch.as_tensor(self.mask_logits, dtype=torch.float32)
+            if self.mask is not None or tuple(logits.shape) != (1, 256, 256):
+                raise PromptError("mask_logits: expected (1, 256, 256) logits with a box or "
+                                  f"points, got {tuple(logits.shape)}"
+                                  + (" with a mask" if self.mask is not None else ""))
+            object.__setattr__(self, "mask_logits", logits)
 
     def _normalise_points(self) -> None:
         points = _float_array(self.points_xy, "points_xy", "(P, 2)")

@@ -88,6 +88,15 @@ def state_path(output_dir: Path, frame_idx: int) -> Path:
 
 def save_snapshot(output_dir: Path, snapshot: Snapshot) -> Path:
     """Write a snapshot atomically; returns its path."""
+    path = state_path(output_dir, snapshot.tracker.frame_idx)
+    data = snapshot_bytes(snapshot)
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return path
+
+
+def snapshot_bytes(snapshot: Snapshot) -> bytes:
+    """A snapshot as the bytes of an ``.npz`` file (:func:`snapshot_from_bytes` reads it)."""
     state = snapshot.tracker
     tracks = [state.tracks[k] for k in sorted(state.tracks)]
     h, w = state.image_hw or (0, 0)
@@ -115,12 +124,9 @@ def save_snapshot(output_dir: Path, snapshot: Snapshot) -> Path:
         "logits": np.stack(logits) if logits else np.zeros((0, 1, 256, 256), np.float32),
     }
     arrays.update({f"seg.{k}": v for k, v in snapshot.segmenter.items()})
-    path = state_path(output_dir, state.frame_idx)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    with atomic_open(path, "wb") as handle:
-        handle.write(buffer.getvalue())
-    return path
+    return buffer.getvalue()
 
 
 def load_snapshot(path: Path) -> Snapshot:
@@ -130,13 +136,26 @@ def load_snapshot(path: Path) -> Snapshot:
         ValueError: the file is unreadable or of another format version.
     """
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        meta = json.loads(arrays["meta"].tobytes().decode())
-    except (OSError, ValueError, KeyError) as exc:
+        data = Path(path).read_bytes()
+    except OSError as exc:
         raise ValueError(f"{path}: not a readable resume state ({exc})") from None
+    return snapshot_from_bytes(data, str(path))
+
+
+def snapshot_from_bytes(data: bytes, name: str = "snapshot") -> Snapshot:
+    """Read the bytes of :func:`snapshot_bytes`; ``name`` names them in errors.
+
+    Raises:
+        ValueError: unreadable bytes or another format version.
+    """
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(arrays["meta"].tobytes().decode())
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise ValueError(f"{name}: not a readable resume state ({exc})") from None
     if meta.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: resume state version {meta.get('version')}, expected "
+        raise ValueError(f"{name}: resume state version {meta.get('version')}, expected "
                          f"{FORMAT_VERSION}")
     h, w = meta["image_hw"]
     logits = iter(torch.from_numpy(a) for a in arrays["logits"])

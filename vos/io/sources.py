@@ -164,10 +164,18 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 class ImageFolderSource(FrameSource):
-    """A folder of images, read in name order (DAVIS ``JPEGImages/480p/<seq>`` layout)."""
+    """A folder of images, read in name order (DAVIS ``JPEGImages/480p/<seq>`` layout).
+
+    When every name is an integer (``0.jpg``, ``1.jpg``, ..., ``10.jpg``) they are taken in
+    numeric order, as SAM 2 reads frame folders; zero-padded names sort the same either way.
+    """
 
     def __init__(self, folder: Path) -> None:
-        self._paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        if paths and all(p.stem.isdigit() for p in paths):
+            self._paths = sorted(paths, key=lambda p: (int(p.stem), p.name))
+        else:
+            self._paths = sorted(paths)
         if not self._paths:
             raise SourceError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
         first = read_rgb(self._paths[0])

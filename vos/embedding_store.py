@@ -1,0 +1,385 @@
+"""Bounded caches that spill to disk: frame embeddings and per-frame tracker states.
+
+The video predictor (``vos.video_predictor``) re-propagates after every correction. Encoding a
+frame costs ~1 s on a laptop CPU and decoding one object ~50 ms, so re-propagation runs at
+decoder speed only if the embeddings of the frames it crosses are at hand. SAM 2 keeps the
+features of the last frame only (sam2 issue #565); keeping them all in memory costs 4 MiB a
+frame (a 1024² embedding), 8 GiB for a 2,000-frame video. So:
+
+- :class:`SpillCache` keeps values in memory up to a byte budget, moves the least recently
+  used ones to a folder on disk beyond it, and deletes the least recently used files once
+  that folder passes its own budget (each eviction is logged);
+- :class:`EmbeddingStore` is that cache keyed by the model (checkpoint hash and every model
+  setting that changes an embedding) and the frame's content (SHA-256 of its pixels), so an
+  embedding is never handed to another model, another fast mode or another frame;
+- :class:`StoredSegmenter` puts the store in front of any segmenter's ``encode``.
+
+Files are written atomically (temp file + rename) and read back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import hashlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+
+from repvit_sam.segmenter import DecodePrompts, ImageEmbedding, MaskPrediction, SegmenterWrapper
+from vos.io.atomic import atomic_open
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EmbeddingStore", "SpillCache", "StoreStats", "StoredSegmenter", "default_cache_dir"]
+
+V = TypeVar("V")
+MiB = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/repvit-vos/embeddings`` (``~/.cache/...`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "repvit-vos" / "embeddings"
+
+
+@dataclass
+class StoreStats:
+    """Counters of a :class:`SpillCache` (for the bench and the log).
+
+    Attributes:
+        memory_hits: gets answered from memory.
+        disk_hits: gets answered from the disk folder.
+        misses: gets that found nothing (the caller computes the value).
+        spilled: values moved from memory to disk.
+        evicted: files deleted from disk to keep within the disk budget.
+    """
+
+    memory_hits: int = 0
+    disk_hits: int = 0
+    misses: int = 0
+    spilled: int = 0
+    evicted: int = 0
+
+
+@dataclass
+class _Entry(Generic[V]):
+    value: V
+    nbytes: int
+
+
+class SpillCache(Generic[V]):
+    """An LRU cache with a memory budget that spills to a disk folder with its own budget.
+
+    Args:
+        dumps: value -> bytes, for the disk tier.
+        loads: bytes -> value (inverse of ``dumps``).
+        nbytes: the memory a value takes (counted against ``memory_bytes``).
+        memory_bytes: values kept in memory at most (0 = spill every value at once).
+        disk_bytes: bytes of files kept in ``folder`` at most (0 = no disk tier: values
+            leaving memory are dropped).
+        folder: where spilled values live; None makes a private temporary folder, removed
+            by :meth:`close`. An existing folder's files are adopted (a persistent cache),
+            oldest access first.
+        name: what the log lines call the values ("embedding", "frame state").
+
+    Example:
+        >>> cache = SpillCache(pickle.dumps, pickle.loads, len, memory_bytes=1 << 20,
+        ...                    disk_bytes=1 << 30)
+        >>> cache.put("k", b"value"); cache.get("k")
+    """
+
+    def __init__(
+        self,
+        dumps: Callable[[V], bytes],
+        loads: Callable[[bytes], V],
+        nbytes: Callable[[V], int],
+        *,
+        memory_bytes: int,
+        disk_bytes: int,
+        folder: str | os.PathLike[str] | None = None,
+        name: str = "value",
+    ) -> None:
+        if memory_bytes < 0 or disk_bytes < 0:
+            raise ValueError(f"{name} cache: budgets must be >= 0, got memory {memory_bytes}, "
+                             f"disk {disk_bytes}")
+        self._dumps, self._loads, self._nbytes = dumps, loads, nbytes
+        self.memory_bytes, self.disk_bytes = int(memory_bytes), int(disk_bytes)
+        self.name = name
+        self.stats = StoreStats()
+        self._memory: collections.OrderedDict[str, _Entry[V]] = collections.OrderedDict()
+        self._memory_used = 0
+        # Disk tier: key -> file size, least recently used first.
+        self._disk: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._disk_used = 0
+        self._own_folder = folder is None
+        self.folder: Path | None = None
+        if disk_bytes > 0:
+            self.folder = Path(tempfile.mkdtemp(prefix=f"repvit-vos-{name.replace(' ', '-')}-")
+                               if folder is None else folder)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._adopt_files()
+
+    # ------------------------------------------------------------------ public API
+    def __contains__(self, key: str) -> bool:
+        return key in self._memory or key in self._disk
+
+    def __len__(self) -> int:
+        return len(self._memory) + len(self._disk)
+
+    @property
+    def memory_used(self) -> int:
+        """Bytes of the values held in memory."""
+        return self._memory_used
+
+    @property
+    def disk_used(self) -> int:
+        """Bytes of the files in the disk folder."""
+        return self._disk_used
+
+    def get(self, key: str) -> V | None:
+        """The value of ``key`` (from memory, else disk, then kept in memory), or None."""
+        entry = self._memory.get(key)
+        if entry is not None:
+            self._memory.move_to_end(key)
+            self.stats.memory_hits += 1
+            return entry.value
+        if key in self._disk:
+            path = self._path(key)
+            try:
+                value = self._loads(path.read_bytes())
+            except (OSError, ValueError, RuntimeError, EOFError) as exc:
+                # Deleted by another process sharing the folder, or a damaged file.
+                logger.warning("%s cache: %s unreadable (%s); computing it again", self.name,
+                               path.name, exc)
+                self._forget_file(key)
+            else:
+                # The file stays (spilling this value again costs nothing).
+                self.stats.disk_hits += 1
+                self._disk.move_to_end(key)
+                self._keep(key, value)
+                return value
+        self.stats.misses += 1
+        return None
+
+    def put(self, key: str, value: V) -> None:
+        """Store ``value`` under ``key`` (replacing an older one), spilling as budgets ask."""
+        self.discard(key)
+        self._keep(key, value)
+
+    def discard(self, key: str) -> None:
+        """Forget ``key`` in memory and on disk (no error if absent)."""
+        entry = self._memory.pop(key, None)
+        if entry is not None:
+            self._memory_used -= entry.nbytes
+        if key in self._disk:
+            self._forget_file(key)
+
+    def clear(self) -> None:
+        """Forget every value (files of the disk folder included)."""
+        for key in list(self._memory):
+            self.discard(key)
+        for key in list(self._disk):
+            self._forget_file(key)
+
+    def close(self) -> None:
+        """Drop the memory tier; remove the disk folder if the cache made it."""
+        self._memory.clear()
+        self._memory_used = 0
+        if self._own_folder and self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self._disk.clear()
+            self._disk_used = 0
+
+    # ------------------------------------------------------------------ internals
+    def _path(self, key: str) -> Path:
+        assert self.folder is not None
+        return self.folder / f"{key}.pt"
+
+    def _adopt_files(self) -> None:
+        assert self.folder is not None
+        files = []
+        for path in self.folder.glob("*.pt"):
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                files.append((stat.st_mtime_ns, path.stem, stat.st_size))
+        for _, key, size in sorted(files):
+            self._disk[key] = size
+            self._disk_used += size
+        self._trim_disk()
+
+    def _keep(self, key: str, value: V) -> None:
+        size = int(self._nbytes(value))
+        self._memory[key] = _Entry(value, size)
+        self._memory_used += size
+        while self._memory_used > self.memory_bytes and self._memory:
+            old_key, old = self._memory.popitem(last=False)
+            self._memory_used -= old.nbytes
+            self._spill(old_key, old.value)
+
+    def _spill(self, key: str, value: V) -> None:
+        if self.folder is None:
+            return  # no disk tier: the value is dropped
+        if key in self._disk:
+            self._disk.move_to_end(key)
+            return
+        data = self._dumps(value)
+        if len(data) > self.disk_bytes:
+            return
+        path = self._path(key)
+        with atomic_open(path, "wb") as handle:
+            handle.write(data)
+        self._disk[key] = len(data)
+        self._disk_used += len(data)
+        self.stats.spilled += 1
+        self._trim_disk()
+
+    def _trim_disk(self) -> None:
+        count = freed = 0
+        while self._disk_used > self.disk_bytes and self._disk:
+            key, size = next(iter(self._disk.items()))
+            self._forget_file(key)
+            count += 1
+            freed += size
+        if count:
+            self.stats.evicted += count
+            logger.info("%s cache: evicted %d least recently used file(s), %.1f MiB, from %s "
+                        "(disk budget %.0f MiB)", self.name, count, freed / MiB, self.folder,
+                        self.disk_bytes / MiB)
+
+    def _forget_file(self, key: str) -> None:
+        size = self._disk.pop(key, 0)
+        self._disk_used -= size
+        with contextlib.suppress(OSError):
+            self._path(key).unlink()
+
+
+# ---------------------------------------------------------------------- embeddings
+def _embedding_dumps(embedding: ImageEmbedding) -> bytes:
+    fields = {f.name: getattr(embedding, f.name) for f in dataclasses.fields(embedding)}
+    fields["features"] = fields["features"].detach().cpu().contiguous()
+    buffer = io.BytesIO()
+    torch.save(fields, buffer)
+    return buffer.getvalue()
+
+
+def _tensor_bytes(embedding: Any) -> int:
+    features = getattr(embedding, "features", None)
+    if isinstance(features, torch.Tensor):
+        return features.numel() * features.element_size() + 256
+    return 4 * MiB  # an unknown embedding type: assume SAM's 1024² size
+
+
+class EmbeddingStore:
+    """Frame embeddings of one model, in memory up to a budget, then on disk up to another.
+
+    Args:
+        model_key: text that names everything an embedding depends on besides the frame:
+            checkpoint hash, model type, backend, fast mode, device, fusion
+            (:func:`model_key_of`).
+        memory_mb: MiB of embeddings kept in memory (a 1024² embedding is 4 MiB).
+        disk_mb: MiB of embeddings kept in ``cache_dir`` (0 = memory only).
+        cache_dir: the disk folder; None makes a temporary one for this store's lifetime.
+            Its files are named by (model, frame content), so a shared folder never gives
+            one model's embedding to another.
+        device: where embeddings read from disk are placed (the model's device).
+    """
+
+    def __init__(
+        self,
+        model_key: str,
+        *,
+        memory_mb: float = 1024,
+        disk_mb: float = 8192,
+        cache_dir: str | os.PathLike[str] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.model_key = model_key
+        self._model_digest = hashlib.sha256(model_key.encode()).digest()
+        self._device = torch.device(device)
+        self.cache: SpillCache[ImageEmbedding] = SpillCache(
+            _embedding_dumps, self._loads, _tensor_bytes,
+            memory_bytes=int(memory_mb * MiB), disk_bytes=int(disk_mb * MiB),
+            folder=cache_dir, name="embedding")
+
+    def _loads(self, data: bytes) -> ImageEmbedding:
+        fields = torch.load(io.BytesIO(data), map_location=self._device, weights_only=True)
+        if not isinstance(fields, dict) or "features" not in fields:
+            raise ValueError("not an embedding file")
+        return ImageEmbedding(**fields)
+
+    def key(self, frame: np.ndarray) -> str:
+        """The store key of a frame: SHA-256 over the model key and the frame's pixels."""
+        digest = hashlib.sha256(self._model_digest)
+        digest.update(str(frame.shape).encode())
+        digest.update(np.ascontiguousarray(frame).data)
+        return digest.hexdigest()[:40]
+
+    def get(self, frame: np.ndarray) -> ImageEmbedding | None:
+        """The stored embedding of ``frame`` ((H, W, 3) uint8 RGB), or None."""
+        return self.cache.get(self.key(frame))
+
+    def put(self, frame: np.ndarray, embedding: ImageEmbedding) -> None:
+        """Store the embedding of ``frame``."""
+        self.cache.put(self.key(frame), embedding)
+
+    @property
+    def stats(self) -> StoreStats:
+        return self.cache.stats
+
+    def close(self) -> None:
+        """Release memory; remove the disk folder if the store made it."""
+        self.cache.close()
+
+
+def model_key_of(model_cfg: Any, checkpoint_sha256: str | None) -> str:
+    """The model part of an embedding's key: the checkpoint hash and the encoder settings."""
+    fast_mode = getattr(model_cfg, "fast_mode", "exact")
+    parts = {
+        "checkpoint_sha256": checkpoint_sha256,
+        "model_type": getattr(model_cfg, "model_type", None),
+        "backend": getattr(model_cfg, "backend", None),
+        "fast_mode": getattr(fast_mode, "name", str(fast_mode)),
+        "device": str(getattr(model_cfg, "device", "cpu")),
+        "fuse": getattr(model_cfg, "fuse", None),
+        "dtype": getattr(model_cfg, "dtype", None),
+    }
+    return ";".join(f"{k}={v}" for k, v in sorted(parts.items()))
+
+
+class StoredSegmenter(SegmenterWrapper):
+    """A segmenter whose ``encode`` first asks an :class:`EmbeddingStore`.
+
+    ``decode`` passes through: it is cheap, and its answer depends on the prompts.
+
+    Args:
+        inner: the segmenter (``encode``/``decode``).
+        store: the embedding store of ``inner``'s model.
+    """
+
+    def __init__(self, inner: Any, store: EmbeddingStore) -> None:
+        super().__init__(inner)
+        self.store = store
+        self.encodes = 0  # frames actually encoded (the rest came from the store)
+
+    def encode(self, image: np.ndarray) -> Any:
+        key = self.store.key(image)
+        embedding = self.store.cache.get(key)
+        if embedding is None:
+            embedding = self.inner.encode(image)
+            self.encodes += 1
+            self.store.cache.put(key, embedding)
+        return embedding
+
+    def decode_prompts(self, embedding: Any, prompts: DecodePrompts) -> MaskPrediction:
+        return self.inner.decode(embedding, prompts)
