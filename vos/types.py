@@ -129,7 +129,8 @@ class Prompt:
             if raw.shape != (len(points),) or not np.isin(raw, (0, 1)).all():
                 raise PromptError(f"point_labels: expected {len(points)} labels of 0 or 1")
             labels = raw.astype(np.int64)
-        if not (labels == 1).any() and self.box_xyxy is None:
+        if not (labels == 1).any() and self.box_xyxy is None and self.mask_logits is None:
+            # Negative clicks alone select nothing, unless they refine a mask (mask_logits).
             raise PromptError("points_xy: at least one positive point is needed")
         object.__setattr__(self, "points_xy", points)
         object.__setattr__(self, "point_labels", labels)

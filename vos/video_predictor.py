@@ -383,8 +383,7 @@ class VideoPredictor:
             box_xyxy = old.box_xyxy
         prompts = ObjectPrompts(points_xy=points_xy, point_labels=point_labels,
                                 box_xyxy=box_xyxy)
-        prompt = Prompt(box_xyxy=box_xyxy, points_xy=points_xy, point_labels=point_labels)
-        return self._add_prompt(state, frame_idx, obj_id, prompts, prompt)
+        return self._add_prompt(state, frame_idx, obj_id, prompts)
 
     # SAM 2 keeps the old name as an alias.
     add_new_points = add_new_points_or_box
@@ -421,8 +420,7 @@ class VideoPredictor:
             if not np.isfinite(mask.astype(np.float64)).all():
                 raise PromptError("mask: expected finite values (got NaN or infinity)")
             mask = mask > 0.5 if mask.dtype.kind == "f" else mask > 0
-        prompt = Prompt(mask=mask)
-        return self._add_prompt(state, frame_idx, obj_id, ObjectPrompts(mask=mask), prompt)
+        return self._add_prompt(state, frame_idx, obj_id, ObjectPrompts(mask=mask))
 
     def clear_all_prompts_in_frame(
         self,
@@ -623,21 +621,28 @@ class VideoPredictor:
         return xy, lab
 
     def _add_prompt(self, state: InferenceState, frame_idx: int, obj_id: Any,
-                    prompts: ObjectPrompts, prompt: Prompt) -> tuple[int, list[Any], torch.Tensor]:
-        """Decode one object's prompt on one frame and keep it as its prompted result."""
-        # Checked before anything changes: a bad prompt leaves the session as it was.
-        prompt.checked((state.video_height, state.video_width))
-        if obj_id not in state.track_ids:
-            state.obj_ids.append(obj_id)
-            state.track_ids[obj_id] = state.next_track_id
-            state.next_track_id += 1
-        track_id = state.track_ids[obj_id]
-        current = self._output(state, frame_idx, obj_id)
+                    prompts: ObjectPrompts) -> tuple[int, list[Any], torch.Tensor]:
+        """Decode one object's prompt on one frame and keep it as its prompted result.
+
+        Clicks on a frame where the object has a mask refine it: its low-res logits go in as
+        the mask prompt (then negative clicks alone are a valid correction).
+        """
+        known = obj_id in state.track_ids
+        current = self._output(state, frame_idx, obj_id) if known else None
         refine = None
-        if prompt.mask is None and current is not None and current.low_res_logits is not None \
-                and current.status is TrackStatus.ACTIVE:
+        if prompts.mask is None and current is not None \
+                and current.low_res_logits is not None and current.status is TrackStatus.ACTIVE:
             refine = current.low_res_logits
-        prompt = dataclasses.replace(prompt, obj_id=track_id, mask_logits=refine)
+        track_id = state.track_ids[obj_id] if known else state.next_track_id
+        # Checked before anything changes: a bad prompt leaves the session as it was.
+        prompt = Prompt(mask=prompts.mask, box_xyxy=prompts.box_xyxy,
+                        points_xy=prompts.points_xy, point_labels=prompts.point_labels,
+                        obj_id=track_id, mask_logits=refine)
+        prompt.checked((state.video_height, state.video_width))
+        if not known:
+            state.obj_ids.append(obj_id)
+            state.track_ids[obj_id] = track_id
+            state.next_track_id += 1
         tracker = self._tracker()
         tracker.step(state.frames[frame_idx])
         tracker.add_prompt(prompt)
