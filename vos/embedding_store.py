@@ -26,6 +26,7 @@ import hashlib
 import io
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -158,7 +159,7 @@ class SpillCache(Generic[V]):
             path = self._path(key)
             try:
                 value = self._loads(path.read_bytes())
-            except (OSError, ValueError, RuntimeError, EOFError) as exc:
+            except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
                 # Deleted by another process sharing the folder, or a damaged file.
                 logger.warning("%s cache: %s unreadable (%s); computing it again", self.name,
                                path.name, exc)

@@ -50,10 +50,12 @@ Deviations from SAM 2, each on purpose:
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import functools
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,33 @@ _SIGN_MARGIN = 1e-3
 _IMG_SIZE = 1024
 
 FORWARD, BACKWARD = "forward", "backward"
+
+
+@contextlib.contextmanager
+def _exact_precision() -> Iterator[None]:
+    """Run the model as configured, whatever autocast block the caller is in.
+
+    SAM 2 users wrap their calls in ``torch.autocast(..., dtype=torch.bfloat16)``; here that
+    would silently change exact mode's masks (and the kept states' dtype). Reduced precision
+    is the model's own fast mode (``model.fast_mode``), not the caller's block.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
+        stack.enter_context(torch.inference_mode())
+        yield
+
+
+def _exact(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a predictor method to run under :func:`_exact_precision`."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _exact_precision():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -323,6 +352,7 @@ class VideoPredictor:
         inference_state.states.close()
 
     # ------------------------------------------------------------------ prompts
+    @_exact
     def add_new_points_or_box(
         self,
         inference_state: InferenceState,
@@ -388,6 +418,7 @@ class VideoPredictor:
     # SAM 2 keeps the old name as an alias.
     add_new_points = add_new_points_or_box
 
+    @_exact
     def add_new_mask(
         self,
         inference_state: InferenceState,
@@ -422,6 +453,7 @@ class VideoPredictor:
             mask = mask > 0.5 if mask.dtype.kind == "f" else mask > 0
         return self._add_prompt(state, frame_idx, obj_id, ObjectPrompts(mask=mask))
 
+    @_exact
     def clear_all_prompts_in_frame(
         self,
         inference_state: InferenceState,
@@ -452,6 +484,7 @@ class VideoPredictor:
             return None
         return frame_idx, list(state.obj_ids), self._frame_logits(state, frame_idx)
 
+    @_exact
     def remove_object(
         self,
         inference_state: InferenceState,
@@ -711,15 +744,20 @@ class VideoPredictor:
         given = {u_of(t): [objs[o] for o in state.obj_ids if o in objs]
                  for t, objs in state.prompted.items()}
         frames_u = range(begin_u, u_of(order[-1]) + 1)
-        # The only frame loop: the tracker's own.
+        # The only frame loop: the tracker's own, advanced one frame per yield (the model
+        # runs under _exact_precision, the caller's code between yields does not).
         frames = (state.frames[t_of(u)] for u in frames_u)
-        for u, _ in zip(frames_u, tracker.track(frames, given=given), strict=True):
+        results = tracker.track(frames, given=given)
+        for u in frames_u:
             t = t_of(u)
-            self._keep_state(state, direction, t, tracker.state)
-            if record.valid_end >= u:
-                record.valid_end = u + 1
-            if u >= first_u:
-                yield t, list(state.obj_ids), self._frame_logits(state, t)
+            with _exact_precision():
+                next(results)
+                self._keep_state(state, direction, t, tracker.state)
+                if record.valid_end >= u:
+                    record.valid_end = u + 1
+                output = self._frame_logits(state, t) if u >= first_u else None
+            if output is not None:
+                yield t, list(state.obj_ids), output
 
     def _keep_state(self, state: InferenceState, direction: str, frame_idx: int,
                     tracker_state: TrackerState) -> None:

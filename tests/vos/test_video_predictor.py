@@ -17,9 +17,9 @@ import torch
 
 from tests.vos.synthetic import FakeSegmenter, SceneObject, render
 from vos.config import RunConfig, load_config
-from vos.pipeline import run_video
 from vos.io.davis_png import read_palette_png
 from vos.io.sources import open_source
+from vos.pipeline import run_video
 from vos.tracker import VideoTracker
 from vos.types import Prompt, PromptError
 from vos.video_predictor import NO_OBJ_SCORE, VideoPredictor
@@ -323,10 +323,12 @@ def test_dropped_states_are_tracked_again(scene_folder, caplog) -> None:
     state = predictor.init_state(folder)
     predictor.add_new_points_or_box(state, 0, 1, box=box_of(scene.gt_masks[0, 0]))
     first = collect(predictor.propagate_in_video(state))
+    encoded = len(fake.encode_calls)
     state.states.clear()  # as if the state budget had dropped every kept state
     with caplog.at_level(logging.INFO, logger="vos.video_predictor"):
         again = collect(predictor.propagate_in_video(state, start_frame_idx=6))
     assert "tracking frames 0..5 again first" in caplog.text
+    assert len(fake.encode_calls) == encoded  # re-tracked from the stored embeddings
     for t in again:
         np.testing.assert_array_equal(again[t][1], first[t][1])
 
