@@ -369,7 +369,8 @@ def test_real_model_forward_equals_vos_run_and_store_is_exact(
     predictor = build_sam2_video_predictor("repvit", seeing_checkpoint, device="cpu",
                                            hydra_overrides_extra=overrides)
     state = predictor.init_state(davis_frames)
-    with torch.inference_mode():
+    # As SAM 2 users call it; exact mode must stay exact inside their autocast block.
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         predictor.add_new_points_or_box(state, 0, 1, box=box)
         ours = collect(predictor.propagate_in_video(state))
     out = tmp_path / "run"
