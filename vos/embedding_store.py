@@ -29,6 +29,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,9 @@ class SpillCache(Generic[V]):
         self._disk: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._disk_used = 0
         self._own_folder = folder is None
+        # One lock for both tiers: a background encoder thread (the annotator's) and the
+        # request threads share a store.
+        self._lock = threading.RLock()
         self.folder: Path | None = None
         if disk_bytes > 0:
             self.folder = Path(tempfile.mkdtemp(prefix=f"repvit-vos-{name.replace(' ', '-')}-")
@@ -150,57 +154,62 @@ class SpillCache(Generic[V]):
 
     def get(self, key: str) -> V | None:
         """The value of ``key`` (from memory, else disk, then kept in memory), or None."""
-        entry = self._memory.get(key)
-        if entry is not None:
-            self._memory.move_to_end(key)
-            self.stats.memory_hits += 1
-            return entry.value
-        if key in self._disk:
-            path = self._path(key)
-            try:
-                value = self._loads(path.read_bytes())
-            except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-                # Deleted by another process sharing the folder, or a damaged file.
-                logger.warning("%s cache: %s unreadable (%s); computing it again", self.name,
-                               path.name, exc)
-                self._forget_file(key)
-            else:
-                # The file stays (spilling this value again costs nothing).
-                self.stats.disk_hits += 1
-                self._disk.move_to_end(key)
-                self._keep(key, value)
-                return value
-        self.stats.misses += 1
-        return None
+        with self._lock:
+            entry = self._memory.get(key)
+            if entry is not None:
+                self._memory.move_to_end(key)
+                self.stats.memory_hits += 1
+                return entry.value
+            if key in self._disk:
+                path = self._path(key)
+                try:
+                    value = self._loads(path.read_bytes())
+                except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+                    # Deleted by another process sharing the folder, or a damaged file.
+                    logger.warning("%s cache: %s unreadable (%s); computing it again", self.name,
+                                   path.name, exc)
+                    self._forget_file(key)
+                else:
+                    # The file stays (spilling this value again costs nothing).
+                    self.stats.disk_hits += 1
+                    self._disk.move_to_end(key)
+                    self._keep(key, value)
+                    return value
+            self.stats.misses += 1
+            return None
 
     def put(self, key: str, value: V) -> None:
         """Store ``value`` under ``key`` (replacing an older one), spilling as budgets ask."""
-        self.discard(key)
-        self._keep(key, value)
+        with self._lock:
+            self.discard(key)
+            self._keep(key, value)
 
     def discard(self, key: str) -> None:
         """Forget ``key`` in memory and on disk (no error if absent)."""
-        entry = self._memory.pop(key, None)
-        if entry is not None:
-            self._memory_used -= entry.nbytes
-        if key in self._disk:
-            self._forget_file(key)
+        with self._lock:
+            entry = self._memory.pop(key, None)
+            if entry is not None:
+                self._memory_used -= entry.nbytes
+            if key in self._disk:
+                self._forget_file(key)
 
     def clear(self) -> None:
         """Forget every value (files of the disk folder included)."""
-        for key in list(self._memory):
-            self.discard(key)
-        for key in list(self._disk):
-            self._forget_file(key)
+        with self._lock:
+            for key in list(self._memory):
+                self.discard(key)
+            for key in list(self._disk):
+                self._forget_file(key)
 
     def close(self) -> None:
         """Drop the memory tier; remove the disk folder if the cache made it."""
-        self._memory.clear()
-        self._memory_used = 0
-        if self._own_folder and self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self._disk.clear()
-            self._disk_used = 0
+        with self._lock:
+            self._memory.clear()
+            self._memory_used = 0
+            if self._own_folder and self.folder is not None:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self._disk.clear()
+                self._disk_used = 0
 
     # ------------------------------------------------------------------ internals
     def _path(self, key: str) -> Path:
