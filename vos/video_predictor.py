@@ -755,7 +755,8 @@ class VideoPredictor:
                 self._keep_state(state, direction, t, tracker.state)
                 if record.valid_end >= u:
                     record.valid_end = u + 1
-                output = self._frame_logits(state, t) if u >= first_u else None
+                output = (self._frame_logits(state, t, (direction, tracker.state))
+                          if u >= first_u else None)
             if output is not None:
                 yield t, list(state.obj_ids), output
 
@@ -779,28 +780,51 @@ class VideoPredictor:
 
     def _output(self, state: InferenceState, frame_idx: int, obj_id: Any) -> Track | None:
         """One object's current result on one frame (see the module docstring), or None."""
-        prompted = state.prompted.get(frame_idx, {}).get(obj_id)
-        if prompted is not None:
-            return prompted
-        first = state.first_prompt(obj_id)
-        if first is None:
-            return None
-        order = (FORWARD, BACKWARD) if frame_idx >= first else (BACKWARD,)
-        track_id = state.track_ids[obj_id]
-        for direction in order:
-            if frame_idx not in state.passes[direction].frames:
-                continue
-            snapshot = self._load_state(state, direction, frame_idx)
-            if snapshot is not None and track_id in snapshot.tracker.tracks:
-                return snapshot.tracker.tracks[track_id]
-        return None
+        return self._outputs(state, frame_idx, [obj_id])[obj_id]
 
-    def _frame_logits(self, state: InferenceState, frame_idx: int) -> torch.Tensor:
+    def _outputs(self, state: InferenceState, frame_idx: int, obj_ids: Sequence[Any],
+                 live: tuple[str, TrackerState] | None = None) -> dict[Any, Track | None]:
+        """Each object's current result on one frame, reading each kept state at most once.
+
+        Args:
+            live: (direction, tracker state) of a pass standing on this frame: read in place
+                of that direction's kept state (the same content, without decoding it).
+        """
+        kept: dict[str, dict[int, Track]] = {}
+
+        def tracks_of(direction: str) -> dict[int, Track]:
+            if direction not in kept:
+                if live is not None and live[0] == direction:
+                    kept[direction] = live[1].tracks
+                elif frame_idx in state.passes[direction].frames:
+                    snapshot = self._load_state(state, direction, frame_idx)
+                    kept[direction] = {} if snapshot is None else snapshot.tracker.tracks
+                else:
+                    kept[direction] = {}
+            return kept[direction]
+
+        out: dict[Any, Track | None] = {}
+        for obj_id in obj_ids:
+            out[obj_id] = state.prompted.get(frame_idx, {}).get(obj_id)
+            first = state.first_prompt(obj_id)
+            if out[obj_id] is not None or first is None:
+                continue
+            track_id = state.track_ids[obj_id]
+            for direction in (FORWARD, BACKWARD) if frame_idx >= first else (BACKWARD,):
+                track = tracks_of(direction).get(track_id)
+                if track is not None:
+                    out[obj_id] = track
+                    break
+        return out
+
+    def _frame_logits(self, state: InferenceState, frame_idx: int,
+                      live: tuple[str, TrackerState] | None = None) -> torch.Tensor:
         """(len(obj_ids), 1, H, W) float32 logits of every object on one frame."""
         hw = (state.video_height, state.video_width)
         out = torch.full((len(state.obj_ids), 1, *hw), NO_OBJ_SCORE, dtype=torch.float32)
+        tracks = self._outputs(state, frame_idx, state.obj_ids, live)
         for obj_idx, obj_id in enumerate(state.obj_ids):
-            track = self._output(state, frame_idx, obj_id)
+            track = tracks[obj_id]
             if track is None or track.status is not TrackStatus.ACTIVE or not track.mask.any():
                 continue
             out[obj_idx, 0] = _video_logits(track, hw)
