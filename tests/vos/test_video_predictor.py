@@ -417,3 +417,26 @@ def test_a_negative_click_alone_corrects_a_tracked_mask_only(scene_folder) -> No
     assert (logits == NO_OBJ_SCORE).all()
     again = {t: m for t, _, m in predictor.propagate_in_video(state, start_frame_idx=4)}
     assert (again[4] == NO_OBJ_SCORE).all()
+
+
+@pytest.mark.parametrize(
+    ("config_file", "message"),
+    [
+        ("configs/sam2.1/sam2.1_hiera_t.yaml", "a SAM 2 config; repvit-vos takes a model type"),
+        ("hiera_t", "expected a model type"),
+        ("configs/missing.yaml", "missing.yaml"),
+    ],
+)
+def test_build_refuses_what_it_cannot_build(config_file: str, message: str) -> None:
+    from vos import build_sam2_video_predictor
+
+    with pytest.raises(ValueError, match=message):
+        build_sam2_video_predictor(config_file, None, device="cpu")
+
+
+def test_build_without_a_checkpoint_says_how_to_get_one(monkeypatch) -> None:
+    from vos import build_sam2_video_predictor
+
+    monkeypatch.delenv("REPVIT_SAM_CHECKPOINT", raising=False)
+    with pytest.raises(ValueError, match="no checkpoint given: download"):
+        build_sam2_video_predictor("repvit", None, device="cpu")
