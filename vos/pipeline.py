@@ -6,11 +6,13 @@ evaluation modes reuse exactly the same loop.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,16 @@ from repvit_sam.segmenter import DecodePrompts, MaskPrediction, SegmenterWrapper
 from vos.config import RunConfig, config_to_dict, dump_config
 from vos.io.atomic import OutputWriteError, write_text_atomic
 from vos.io.lock import FolderLock
-from vos.io.prompt_input import check_prompts
+from vos.io.pass_results import BACKWARD_DIR, completed_results, load_result, save_result
+from vos.io.prompt_input import check_prompts, prompt_plan, tracker_numbering
 from vos.io.resume_state import (
     STATE_DIR,
     Snapshot,
     estimated_state_bytes,
     latest_state,
     load_snapshot,
+    prune_states,
+    save_snapshot,
     take_snapshot,
 )
 from vos.io.sinks import ResultSink, completed_frames
@@ -40,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 RUN_RECORD = "run.json"
 SUMMARY = "summary.json"
+DIRECTIONS = ("forward", "backward", "both")
 
 
 class OutputConflictError(ValueError):
@@ -82,17 +88,119 @@ class TimedSegmenter(SegmenterWrapper):
             self.timer.add("decode masks", time.perf_counter() - start)
 
 
-def _fingerprint(source: str, prompts: Sequence[Prompt], config: RunConfig) -> str:
-    """A hash of what determines a run's results (resume refuses a different run)."""
+def _fingerprint(
+    source: str,
+    prompts: Sequence[Prompt],
+    config: RunConfig,
+    plan: PassPlan | None = None,
+    file_prompts: Mapping[int, Sequence[Prompt]] | None = None,
+) -> str:
+    """A hash of what determines a run's results (resume refuses a different run).
+
+    A forward run of ``--init-*`` prompts alone hashes as earlier versions did, so their
+    interrupted runs still resume; the prompts of a ``--prompts`` file, the direction and
+    ids numbered otherwise than earlier versions did are hashed beside.
+    """
     digest = hashlib.sha256()
     digest.update(str(Path(source).resolve() if Path(source).exists() else source).encode())
     for prompt in prompts:
-        for value in (prompt.mask, prompt.box_xyxy, prompt.points_xy, prompt.point_labels):
-            digest.update(b"-" if value is None else np.ascontiguousarray(value).tobytes())
-        digest.update(str(prompt.obj_id).encode())
+        _hash_prompt(digest, prompt)
     relevant = {key: config_to_dict(getattr(config, key)) for key in ("model", "prompt", "tracker")}
     digest.update(json.dumps(relevant, sort_keys=True).encode())
+    for frame_idx, frame_prompts in sorted((file_prompts or {}).items()):
+        digest.update(f"file prompts on frame {frame_idx}".encode())
+        for prompt in frame_prompts:
+            _hash_prompt(digest, prompt)
+    if plan is not None:
+        if plan.direction != "forward":
+            digest.update(f"direction={plan.direction}".encode())
+        ids = [p.obj_id for ps in plan.prompts.values() for p in ps]
+        if not file_prompts and ids != tracker_numbering(prompts):
+            # Numbered around a given id that earlier versions let one object replace.
+            digest.update(f"obj_ids={ids}".encode())
     return digest.hexdigest()[:16]
+
+
+def _hash_prompt(digest: Any, prompt: Prompt) -> None:
+    for value in (prompt.mask, prompt.box_xyxy, prompt.points_xy, prompt.point_labels):
+        digest.update(b"-" if value is None else np.ascontiguousarray(value).tobytes())
+    digest.update(str(prompt.obj_id).encode())
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """Which pass tracks which object on which frame (SAM 2's video-predictor rule).
+
+    The forward pass runs from frame 0 (nothing is tracked before the first prompt) and
+    applies every prompt on its frame: an object enters at its first prompted frame, and a
+    later prompt replaces its mask there. The backward pass runs a fresh tracker over the
+    time-reversed frames from the latest prompted frame down to frame 0, with the same
+    prompts. An object's result on frame t is its forward result for t >= its first prompted
+    frame and its backward result before (``both``); ``backward`` takes every result from
+    the backward pass (frames after the latest prompt stay empty), ``forward`` none.
+
+    Attributes:
+        direction: ``forward``, ``backward`` or ``both``; ``both`` without an object
+            prompted after frame 0 is ``forward`` (nothing lies before any first prompt).
+        prompts: frame_idx -> the prompts on that frame, each with its obj_id.
+        first_frame: obj_id -> its first prompted frame.
+        latest: the latest prompted frame (the backward pass starts there).
+    """
+
+    direction: str
+    prompts: dict[int, list[Prompt]]
+    first_frame: dict[int, int]
+    latest: int
+
+    @classmethod
+    def of(cls, prompts: Mapping[int, Sequence[Prompt]], direction: str) -> PassPlan:
+        """The plan of ``prompts`` (by frame, with ids) run in ``direction``.
+
+        Raises:
+            ValueError: an unknown direction, no prompt, or a prompt without obj_id.
+        """
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction {direction!r}: expected one of {', '.join(DIRECTIONS)}")
+        by_frame = {int(t): list(ps) for t, ps in sorted(prompts.items()) if ps}
+        if not by_frame:
+            raise PromptError("no prompt to track")
+        first: dict[int, int] = {}
+        for t, frame_prompts in by_frame.items():
+            for prompt in frame_prompts:
+                if prompt.obj_id is None:
+                    raise PromptError(f"frame {t}: a prompt without obj_id (number them with "
+                                      "vos.io.prompt_input.prompt_plan)")
+                first.setdefault(prompt.obj_id, t)
+        if direction == "both" and max(first.values()) == 0:
+            direction = "forward"
+        return cls(direction, by_frame, first, max(by_frame))
+
+    @property
+    def forward_prompts(self) -> dict[int, list[Prompt]]:
+        """The forward tracker's prompts, by frame_idx (none for ``backward``)."""
+        return {} if self.direction == "backward" else self.prompts
+
+    @property
+    def backward_prompts(self) -> dict[int, list[Prompt]]:
+        """The backward tracker's prompts, by its own frame_idx (``latest - t``)."""
+        return {self.latest - t: ps for t, ps in self.prompts.items()}
+
+    @property
+    def backward_end(self) -> int:
+        """Frames below this one take results from the backward pass (0: no backward pass)."""
+        if self.direction == "backward":
+            return self.latest + 1
+        if self.direction == "both":
+            return max(self.first_frame.values())
+        return 0
+
+    def backward_ids(self, frame_idx: int) -> list[int]:
+        """The objects whose result on ``frame_idx`` comes from the backward pass."""
+        if self.direction == "backward":
+            return sorted(self.first_frame)
+        if self.direction == "both":
+            return sorted(o for o, first in self.first_frame.items() if first > frame_idx)
+        return []
 
 
 @dataclass
@@ -110,6 +218,7 @@ class VideoRunSummary:
     complete: bool
     frames_tracked_all_runs: int = 0
     seconds_all_runs: float = 0.0
+    frames_backward: int = 0
 
 
 def frame_names_for(source: FrameSource, num_frames: int) -> list[str]:
@@ -142,6 +251,8 @@ def run_video(
     max_frames: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    frame_prompts: Mapping[int, Sequence[Prompt]] | None = None,
+    direction: str = "forward",
 ) -> VideoRunSummary:
     """Track the prompted objects through a video and write every output, resumably.
 
@@ -150,18 +261,28 @@ def run_video(
     interrupted anywhere (Ctrl-C, SIGKILL, a full disk) and started again continues from its
     last complete frame and writes exactly the masks and JSON an uninterrupted run writes.
 
+    With ``direction`` ``backward`` or ``both`` (see :class:`PassPlan`) the backward pass runs
+    first and keeps each frame's result in ``<output_dir>/.backward/`` (resumable too, with
+    its own state); the forward pass then writes every frame in order, its own objects merged
+    with the backward results of that frame. The folder is removed when the run completes.
+
     Args:
         source: an opened frame source (its ``info`` gives size, count and fps).
         predictor: the segmenter (``encode``/``decode``), e.g. ``vos.models.build_segmenter``'s.
-        prompts: the objects to track, applied on ``init_frame``.
+        prompts: the objects to track, applied on ``init_frame`` (ids may be None: they are
+            numbered 1, 2, ..., above any id given elsewhere).
         output_dir: results folder; an earlier interrupted run of the same command there is
             resumed from its last complete frame.
         config: the run configuration (model, tracker, prompt and io parts are used; it is
             recorded as ``resolved_config.yaml`` with the checkpoint's hash).
-        init_frame: frame index at which the prompts apply.
+        init_frame: frame index at which ``prompts`` apply.
         max_frames: stop after this many frames (None = whole video).
         overwrite: ignore and replace earlier results in ``output_dir``.
         progress: show a tqdm progress bar.
+        frame_prompts: more prompts, by frame_idx, each with its obj_id (e.g. those of
+            ``vos.io.prompt_input.prompts_from_file``).
+        direction: ``forward`` (frames before an object's first prompt stay empty),
+            ``backward`` or ``both``.
 
     Returns:
         The run summary (also written to ``summary.json``); its object statistics cover every
@@ -180,28 +301,48 @@ def run_video(
         raise SourceError(f"{info.name}: a live source cannot be processed as a video file")
     if max_frames is not None:
         num_frames = min(num_frames, max_frames)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction {direction!r}: expected one of {', '.join(DIRECTIONS)}")
     if not 0 <= init_frame < num_frames:
         raise PromptError(f"--init-frame {init_frame}: the video has {num_frames} frames")
-    prompts = check_prompts(prompts, info.image_hw)
+    prompts = check_prompts(prompts, info.image_hw) if prompts or not frame_prompts else []
+    file_prompts = _checked_frame_prompts(frame_prompts or {}, info.image_hw, num_frames)
+    plan = PassPlan.of(prompt_plan(prompts, init_frame, file_prompts), direction)
+    fingerprint = _fingerprint(info.name, prompts, config, plan, file_prompts)
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputWriteError(f"--output {output_dir}: is a file, expected a folder")
     try:
         with FolderLock(output_dir):
-            return _run_locked(source, predictor, prompts, output_dir, config, num_frames,
-                               init_frame, overwrite, progress)
+            return _run_locked(source, predictor, plan, fingerprint, output_dir, config,
+                               num_frames, overwrite, progress)
     except OSError as exc:
         raise OutputWriteError(_write_failure(exc, output_dir)) from None
+
+
+def _checked_frame_prompts(
+    frame_prompts: Mapping[int, Sequence[Prompt]], image_hw: tuple[int, int], num_frames: int
+) -> dict[int, list[Prompt]]:
+    """``frame_prompts`` checked strictly against the video (frames, ids, sizes)."""
+    checked: dict[int, list[Prompt]] = {}
+    for frame_idx, prompts in sorted(frame_prompts.items()):
+        if not 0 <= frame_idx < num_frames:
+            raise PromptError(f"prompts on frame {frame_idx}: out of range; the video has "
+                              f"{num_frames} frames (0..{num_frames - 1})")
+        if any(p.obj_id is None for p in prompts):
+            raise PromptError(f"prompts on frame {frame_idx}: expected an obj_id in each")
+        checked[frame_idx] = [p.checked(image_hw, clip=False) for p in prompts]
+    return checked
 
 
 def _run_locked(
     source: FrameSource,
     predictor: Any,
-    prompts: Sequence[Prompt],
+    plan: PassPlan,
+    fingerprint: str,
     output_dir: Path,
     config: RunConfig,
     num_frames: int,
-    init_frame: int,
     overwrite: bool,
     progress: bool,
 ) -> VideoRunSummary:
@@ -209,7 +350,6 @@ def _run_locked(
 
     info = source.info
     names = frame_names_for(source, num_frames)
-    fingerprint = _fingerprint(info.name, prompts, config)
     done, snapshot = _earlier_progress(output_dir, fingerprint, names, overwrite)
     # Only now, with the folder locked and known to be ours, is anything written.
     write_text_atomic(
@@ -222,12 +362,27 @@ def _run_locked(
 
     timer = StageTimer()
     segmenter = TimedSegmenter(predictor, timer)
-    tracker = VideoTracker(segmenter, config.tracker, config.prompt, seed=config.seed)
     totals = RunTotals.from_json(snapshot.summary if snapshot is not None else {})
     io = config.io
     start_time = time.perf_counter()
-    frames = _timed(prefetch(source.frames(0, num_frames)), timer)
     run = _RunProgress(start_time, done)
+    backward_dir = output_dir / BACKWARD_DIR
+    try:
+        if done < plan.backward_end:
+            # Frames from ``done`` on still need backward results: make the missing ones.
+            run.backward = _track_backward(source, segmenter, config, plan, backward_dir,
+                                           stop_frame=done, timer=timer, progress=progress)
+    except KeyboardInterrupt:
+        run.interrupted = True
+    except OSError:
+        _write_summary(output_dir, num_frames, run, timer, totals, complete=False, quiet=True)
+        raise
+    if run.interrupted:
+        _write_summary(output_dir, num_frames, run, timer, totals, complete=False)
+        raise KeyboardInterrupt
+
+    tracker = VideoTracker(segmenter, config.tracker, config.prompt, seed=config.seed)
+    frames = _timed(prefetch(source.frames(0, num_frames)), timer)
     snapshots = _SnapshotPolicy(STATE_BYTES_PER_FRAME)
     try:
         with ResultSink(output_dir, info.image_hw, info.fps, save_png=io.save_png,
@@ -242,14 +397,17 @@ def _run_locked(
                 if snapshot is not None:
                     tracker.restore(snapshot.tracker)
                     segmenter.load_stream_state(snapshot.segmenter)
-                for result in tracker.track(frames, {init_frame: prompts}):
+                for own in tracker.track(frames, plan.forward_prompts):
                     write_start = time.perf_counter()
+                    result = own
+                    if own.frame_idx < plan.backward_end:
+                        result = merged(own, load_result(backward_dir, own.frame_idx))
                     totals.add(result, run.elapsed_since_last())
                     state = None
-                    if sink.resumable and snapshots.due(result.frame_idx, tracker.state):
+                    if sink.resumable and snapshots.due(own.frame_idx, tracker.state):
                         state = take_snapshot(tracker.state, segmenter.stream_state(),
                                               totals.to_json())
-                    sink.write(names[result.frame_idx], tracker.state.frame, result, state)
+                    sink.write(names[own.frame_idx], tracker.state.frame, result, state)
                     timer.add("write (queue)", time.perf_counter() - write_start)
                     run.processed += 1
                     bar.update(1)
@@ -261,11 +419,134 @@ def _run_locked(
     except OSError:
         _write_summary(output_dir, num_frames, run, timer, totals, complete=False, quiet=True)
         raise
+    if not run.interrupted:
+        # Every frame is written: the backward results served their purpose.
+        shutil.rmtree(backward_dir, ignore_errors=True)
     summary = _write_summary(output_dir, num_frames, run, timer, totals,
                              complete=not run.interrupted)
     if run.interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+def _track_backward(
+    source: FrameSource,
+    segmenter: TimedSegmenter,
+    config: RunConfig,
+    plan: PassPlan,
+    folder: Path,
+    *,
+    stop_frame: int,
+    timer: StageTimer,
+    progress: bool,
+) -> int:
+    """Run the backward pass from ``plan.latest`` down to ``stop_frame``, resumably.
+
+    Each frame's result (the objects :meth:`PassPlan.backward_ids` takes from it) goes to
+    ``folder`` as it completes, after the tracker's state when one is due (as the forward
+    pass does, states of big runs every few frames), so an interrupted pass continues from
+    its newest state and writes the same bytes again.
+
+    Returns:
+        The frames tracked by this call.
+    """
+    from tqdm import tqdm
+
+    order = list(range(plan.latest, stop_frame - 1, -1))  # the pass's frame i is order[i]
+    done = completed_results(folder, order)
+    if done == len(order):
+        return 0
+    start, saved = 0, latest_state(folder, before=done)
+    snapshot = None
+    if saved is not None:
+        try:
+            snapshot = load_snapshot(saved)
+            start = snapshot.frame_idx + 1
+        except ValueError as exc:
+            logger.warning("%s; the backward pass starts over", exc)
+    tracker = VideoTracker(segmenter, config.tracker, config.prompt, seed=config.seed)
+    fresh = segmenter.stream_state()
+    if snapshot is not None:
+        tracker.restore(snapshot.tracker)
+        segmenter.load_stream_state(snapshot.segmenter)
+    frames = _timed(prefetch(frames_backward(source, stop_frame, order[start])), timer)
+    snapshots = _SnapshotPolicy(STATE_BYTES_PER_FRAME)
+    bar = tqdm(total=len(order), initial=start, unit="frame", disable=not progress,
+               desc=f"{Path(source.info.name).name} (backward)", dynamic_ncols=True)
+    tracked = 0
+    try:
+        for result in tracker.track(frames, plan.backward_prompts):
+            frame_idx = order[result.frame_idx]
+            state = None
+            if snapshots.due(result.frame_idx, tracker.state):
+                state = take_snapshot(tracker.state, segmenter.stream_state(), {})
+                save_snapshot(folder, state)
+            keep = plan.backward_ids(frame_idx)
+            save_result(folder, selected(dataclasses.replace(result, frame_idx=frame_idx), keep))
+            if state is not None:
+                prune_states(folder, keep_from=result.frame_idx)
+            tracked += 1
+            bar.update(1)
+    finally:
+        bar.close()
+        # The forward pass starts with the segmenter as it was (an ROI crop memory is per
+        # pass), or continues from its own saved state.
+        segmenter.load_stream_state(fresh)
+    return tracked
+
+
+def frames_backward(source: FrameSource, first: int, last: int,
+                    chunk_bytes: int = 256 << 20) -> Iterator[np.ndarray]:
+    """Frames ``last``, ``last - 1``, ..., ``first`` of a source, read in forward chunks.
+
+    A chunk holds up to ``chunk_bytes`` of frames (at least 8), so a video is decoded about
+    once whatever its length (a seek per chunk) and memory stays bounded.
+
+    Raises:
+        SourceError: a frame in the range cannot be read.
+    """
+    h, w = source.info.image_hw
+    chunk = max(8, chunk_bytes // max(1, h * w * 3))
+    end = last + 1
+    while end > first:
+        begin = max(first, end - chunk)
+        block = list(source.frames(begin, end))
+        if len(block) != end - begin:
+            raise SourceError(f"{source.info.name}: frames {begin}..{end - 1} cannot be read "
+                              f"(got {len(block)} of {end - begin})")
+        while block:
+            yield block.pop()
+        end = begin
+
+
+def selected(result: FrameResult, obj_ids: Sequence[int]) -> FrameResult:
+    """``result`` with only the objects ``obj_ids`` (visible and LOST ones)."""
+    keep = np.isin(result.obj_ids, np.asarray(obj_ids, np.int64))
+    lost = result.lost_obj_ids[np.isin(result.lost_obj_ids, np.asarray(obj_ids, np.int64))]
+    return dataclasses.replace(result, obj_ids=result.obj_ids[keep], masks=result.masks[keep],
+                               scores=result.scores[keep], boxes_xyxy=result.boxes_xyxy[keep],
+                               lost_obj_ids=lost)
+
+
+def merged(forward: FrameResult, backward: FrameResult) -> FrameResult:
+    """One frame's objects of both passes (disjoint ids), ids ascending.
+
+    Raises:
+        ValueError: the two results are of different frames or share an object.
+    """
+    if forward.frame_idx != backward.frame_idx or forward.image_hw != backward.image_hw:
+        raise ValueError(f"frame {forward.frame_idx} {forward.image_hw} and frame "
+                         f"{backward.frame_idx} {backward.image_hw}: not the same frame")
+    ids = np.concatenate([forward.obj_ids, backward.obj_ids])
+    order = np.argsort(ids, kind="stable")
+    return FrameResult(
+        frame_idx=forward.frame_idx,
+        obj_ids=ids[order],
+        masks=np.concatenate([forward.masks, backward.masks])[order],
+        scores=np.concatenate([forward.scores, backward.scores])[order],
+        boxes_xyxy=np.concatenate([forward.boxes_xyxy, backward.boxes_xyxy])[order],
+        lost_obj_ids=np.sort(np.concatenate([forward.lost_obj_ids, backward.lost_obj_ids])),
+    )
 
 
 # Resume-state bytes written per frame at most, on average: a state holds every object's
@@ -296,6 +577,7 @@ class _RunProgress:
     start_time: float
     resumed: int
     processed: int = 0
+    backward: int = 0
     interrupted: bool = False
     _last: float = 0.0
 
@@ -351,13 +633,16 @@ def _earlier_progress(
     record_path = output_dir / RUN_RECORD
     # Temp files of a killed run (atomic writes that never reached their rename): with the
     # folder locked, no live writer owns them.
-    for folder in (output_dir, output_dir / "masks", output_dir / "json", output_dir / STATE_DIR):
+    backward = output_dir / BACKWARD_DIR
+    for folder in (output_dir, output_dir / "masks", output_dir / "json", output_dir / STATE_DIR,
+                   backward, backward / STATE_DIR):
         for stale in folder.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
     if overwrite:
         for sub in ("masks", "json", STATE_DIR):
             for old in (output_dir / sub).glob("*"):
                 old.unlink()
+        shutil.rmtree(backward, ignore_errors=True)
         return 0, None
     if not record_path.exists():
         return 0, None
@@ -411,7 +696,7 @@ def _write_summary(
         frames_resumed=run.resumed,
         seconds=seconds,
         fps=run.processed / seconds if seconds > 0 else 0.0,
-        stage_ms_per_frame=timer.per_frame_ms(run.processed),
+        stage_ms_per_frame=timer.per_frame_ms(run.processed + run.backward),
         objects={
             obj_id: {"frames_visible": s["frames"], "mean_score": s["score"] / max(s["frames"], 1)}
             for obj_id, s in sorted(totals.objects.items())
@@ -419,6 +704,7 @@ def _write_summary(
         complete=complete,
         frames_tracked_all_runs=totals.frames,
         seconds_all_runs=totals.seconds,
+        frames_backward=run.backward,
     )
     try:
         write_text_atomic(output_dir / SUMMARY, json.dumps(asdict(summary), indent=2))
