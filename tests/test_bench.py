@@ -101,3 +101,61 @@ def test_amg_section_times_both_generators_on_the_same_proposals() -> None:
     import sys
 
     assert "segment_anything" not in sys.modules
+
+
+def test_predictor_section_tables_on_a_tiny_video(tmp_path: Path) -> None:
+    """The predictor section's measuring and table code on a 10-frame scene (fake model)."""
+    import cv2
+
+    from tests.vos.synthetic import FakeSegmenter, SceneObject, render
+    from vos.bench.predictor import (
+        looped_folder,
+        measure_speed,
+        memory_rows,
+        ping_pong,
+        speed_rows,
+    )
+    from vos.bench.report import Report, check_targets, render_markdown
+    from vos.io.sources import open_source
+    from vos.video_predictor import VideoPredictor
+
+    scene = render([SceneObject(((0, 30, 40), (9, 42, 44)), (20, 16))], 10, (96, 128))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t, frame in enumerate(scene.frames):
+        cv2.imwrite(str(folder / f"{t}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    predictor = VideoPredictor(FakeSegmenter(scene))
+    box = np.array([20, 32, 40, 48], np.float32)
+    measured = measure_speed(predictor, str(folder), box, frames=10, clicks=3)
+    rows = {row["step"].split(" ")[0]: row for row in speed_rows(measured)}
+
+    # Frame 0 was encoded by the box; the first pass encodes frames 1..9, the re-propagation
+    # from the correction (frame 5) and the clicks none: every embedding comes from the store.
+    assert rows["first"]["encodes"] == 9 and rows["first"]["vs_first_pass"] == 1.0
+    assert rows["re-propagation"]["encodes"] == 0
+    assert rows["re-propagation"]["store_memory_hits"] >= 4
+    assert rows["re-propagation"]["frames"] == "6..9"
+    assert rows["click-to-mask"]["encodes"] == 0 and measured["click_frames"] == [1, 4, 6]
+
+    assert ping_pong(3, 7) == [0, 1, 2, 1, 0, 1, 2]
+    files = sorted(folder.glob("*.png"), key=lambda p: int(p.stem))[:3]
+    with open_source(looped_folder(files, 7, tmp_path / "long")) as source:
+        looped = list(source.frames())
+    assert len(looped) == 7 and np.array_equal(looped[4], scene.frames[0])
+
+    report = Report()
+    report.predictor = speed_rows(measured)
+    report.predictor_memory = memory_rows(
+        {100: 500.0, 250: 510.0, 2000: 512.0}, {100: 1800.0, 200: 3060.0, 400: 5580.0},
+        ours_label="ours", sam2_label="SAM 2")
+    sam2 = [r for r in report.predictor_memory if r["run"].startswith("SAM 2")]
+    assert sam2[-1]["frames"] == 2000 and sam2[-1]["mb_per_frame"] == pytest.approx(12.6)
+    assert sam2[-1]["rss_mb"] == pytest.approx(5580.0 + 12.6 * 1600)
+    check_targets(report, "torch")
+    targets = {t["target"]: t for t in report.targets}
+    assert targets["predictor frames encoded by the re-propagation"]["met"] is True
+    assert targets["predictor RSS growth, 250 -> 2000 frames"]["measured"] == pytest.approx(
+        0.004, abs=1e-3)
+    markdown = render_markdown(report)
+    assert "## Video predictor, SAM 2's API" in markdown
+    assert "## Video predictor memory over a long video" in markdown

@@ -39,6 +39,35 @@ def fill_synthetic_weights(model: torch.nn.Module, seed: int = 0) -> None:
             value.copy_(fresh.to(value.dtype))
 
 
+def fill_fan_in_weights(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give an unfused model synthetic weights whose embedding depends on the image (in place).
+
+    The recipe of issue 19: weights of two or more dimensions are N(0, 1) * 0.75 / sqrt(fan_in)
+    (the prompt encoder's Gaussian positional matrix keeps its value), norm scales
+    1 + N(0, 0.02), biases and BatchNorm means N(0, 0.02), BatchNorm variances 1. Two DAVIS
+    frames' embeddings then differ by a relative ~0.66 (default init: 2.6e-5), so a store that
+    handed back the wrong frame's embedding would change the masks. Fill before ``fuse()``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if not value.is_floating_point():
+                continue
+            noise = torch.randn(value.shape, generator=gen)
+            leaf = key.rsplit(".", 1)[-1]
+            if leaf == "running_var":
+                fresh = torch.ones(value.shape)
+            elif leaf in ("bias", "running_mean"):
+                fresh = 0.02 * noise
+            elif value.ndim >= 2 and leaf != "positional_encoding_gaussian_matrix":
+                fresh = noise * 0.75 / int(np.prod(value.shape[1:])) ** 0.5
+            elif value.ndim == 1 and leaf == "weight":
+                fresh = 1.0 + 0.02 * noise
+            else:
+                continue
+            value.copy_(fresh.to(value.dtype))
+
+
 def synthetic_frames(num_frames: int, image_hw: tuple[int, int] = (120, 160)) -> list[np.ndarray]:
     """Textured frames with a bright square moving right (for runs without a video).
 

@@ -23,6 +23,11 @@ TARGET_FAST_FPS = 5.0
 # Issue #14: 100 objects cost at most 2.5x one object per frame; 254 objects fit in 2 GB.
 TARGET_OBJECTS_RATIO = 2.5
 TARGET_OBJECTS_RSS_MB = 2048
+# Issue #19: re-propagation per frame at most 0.15x the first pass, a click on a stored frame
+# within 100 ms, and RSS flat over a long video (growth after 250 frames within 5%).
+TARGET_REPROPAGATION_RATIO = 0.15
+TARGET_CLICK_MS = 100.0
+TARGET_LONG_VIDEO_GROWTH = 0.05
 
 
 @dataclass
@@ -39,6 +44,8 @@ class Report:
     objects: list[dict[str, Any]] = field(default_factory=list)
     uvo: list[dict[str, Any]] = field(default_factory=list)
     amg: list[dict[str, Any]] = field(default_factory=list)
+    predictor: list[dict[str, Any]] = field(default_factory=list)
+    predictor_memory: list[dict[str, Any]] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -97,11 +104,36 @@ def check_targets(report: Report, default_backend: str) -> None:
         rss = by_count[254]["peak_rss_mb"]
         targets.append(_target("peak RSS with 254 objects [MB]", f"<= {TARGET_OBJECTS_RSS_MB}",
                                rss, rss <= TARGET_OBJECTS_RSS_MB))
+    _predictor_targets(report)
     fast_rows = [r for r in report.loop if r["mode"] != "exact"]
     if fast_rows:
         best = max(fast_rows, key=lambda r: r["fps"])
         targets.append(_target(f"best fast mode loop FPS ({best['mode']}, {best['backend']})",
                                f">= {TARGET_FAST_FPS}", best["fps"], best["fps"] >= TARGET_FAST_FPS))
+
+
+def _predictor_targets(report: Report) -> None:
+    """Issue #19's targets from the predictor section's rows."""
+    for row in report.predictor:
+        if row["step"].startswith("re-propagation"):
+            report.targets.append(_target("predictor re-propagation / first pass, per frame",
+                                          f"<= {TARGET_REPROPAGATION_RATIO}",
+                                          row["vs_first_pass"],
+                                          row["vs_first_pass"] <= TARGET_REPROPAGATION_RATIO))
+            report.targets.append(_target("predictor frames encoded by the re-propagation",
+                                          "0", row["encodes"], row["encodes"] == 0))
+        if row["step"].startswith("click-to-mask"):
+            report.targets.append(_target("predictor click-to-mask on a stored frame [ms]",
+                                          f"<= {TARGET_CLICK_MS:g}", row["median_ms"],
+                                          row["median_ms"] <= TARGET_CLICK_MS))
+    ours = {r["frames"]: r["rss_mb"] for r in report.predictor_memory
+            if r["run"].startswith("ours")}
+    if len(ours) >= 2:
+        start = min((f for f in ours if f >= 250), default=min(ours))
+        growth = (ours[max(ours)] - ours[start]) / ours[start]
+        report.targets.append(_target(f"predictor RSS growth, {start} -> {max(ours)} frames",
+                                      f"<= {TARGET_LONG_VIDEO_GROWTH}", round(growth, 3),
+                                      growth <= TARGET_LONG_VIDEO_GROWTH))
 
 
 def _target(name: str, goal: str, value: float, met: bool) -> dict[str, Any]:
@@ -171,7 +203,13 @@ def render_markdown(report: Report) -> str:
     if report.amg:
         out += ["## Automatic mask generator against segment-anything 1.0 (same image, same "
                 "weights; seconds per generate)", "", markdown_table(report.amg)]
-    out += ["## Targets (issues #7, #14)", "", markdown_table(report.targets)]
+    if report.predictor:
+        out += ["## Video predictor, SAM 2's API (one object; medians; vs_first_pass on the "
+                "same frames, measured side by side)", "", markdown_table(report.predictor)]
+    if report.predictor_memory:
+        out += ["## Video predictor memory over a long video (RSS)", "",
+                markdown_table(report.predictor_memory)]
+    out += ["## Targets (issues #7, #14, #19)", "", markdown_table(report.targets)]
     if report.notes:
         out += ["## Notes", ""] + [f"- {note}" for note in report.notes] + [""]
     return "\n".join(out)

@@ -31,6 +31,7 @@ from vos.bench.inputs import default_boxes, fill_synthetic_weights, load_frames
 from vos.bench.loop import bench_loop
 from vos.bench.malloc import compare_malloc
 from vos.bench.objects import bench_objects, bench_uvo
+from vos.bench.predictor import bench_predictor
 from vos.bench.report import Report, check_targets, render_markdown, write_report
 from vos.bench.segmenters import SegmenterRecipe
 from vos.bench.timing import machine_info, measure_gemm_gflops
@@ -77,14 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="object counts of the decoder section (and of the object-scaling "
                              "section, --only objects), e.g. 1,8,32,100,254")
     parser.add_argument("--only", default="",
-                        help="run only these sections: encoder, decoder, loop, objects, uvo, amg "
-                             "(comma-separated; default: encoder, decoder and loop)")
+                        help="run only these sections: encoder, decoder, loop, objects, uvo, amg, "
+                             "predictor (comma-separated; default: encoder, decoder and loop)")
     parser.add_argument("--amg-points", type=int, default=32,
                         help="points per side of the --only amg comparison (default 32: SAM's)")
     parser.add_argument("--objects-frames", type=int, default=4,
                         help="frames per object-scaling run (frame 0 adds the objects)")
     parser.add_argument("--objects-mode", default="exact",
                         help="fast mode of the object-scaling runs (default exact)")
+    parser.add_argument("--predictor-frames", type=int, default=16,
+                        help="--only predictor: frames of the first pass (the correction goes "
+                             "on the middle one)")
+    parser.add_argument("--predictor-clicks", type=int, default=7,
+                        help="--only predictor: timed clicks on stored frames")
+    parser.add_argument("--predictor-long-frames", type=int, default=2000,
+                        help="--only predictor: frames of the memory run (0 skips it)")
+    parser.add_argument("--predictor-long-distinct", type=int, default=50,
+                        help="--only predictor: distinct frames the memory run loops over")
+    parser.add_argument("--predictor-long-mode", default="exact",
+                        help="--only predictor: fast mode of the memory run (default exact)")
+    parser.add_argument("--sam2-frames", default="100,200,400",
+                        help="--only predictor: frame counts of SAM 2's init_state runs "
+                             "('' skips them)")
     parser.add_argument("--video", default=None,
                         help="video or frame folder (default: ../shared/data/videos/blackswan.mp4"
                              " when present, else synthetic frames)")
@@ -352,6 +367,16 @@ def main(argv: list[str] | None = None) -> int:
         from vos.bench.official_sam import bench_amg
 
         bench_amg(report, frames[0], points_per_side=args.amg_points, repeats=args.repeats)
+    if "predictor" in only:
+        bench_predictor(report, video=plan.video, checkpoint=plan.checkpoints.get("repvit"),
+                        box_xyxy=args.box[0] if args.box else None,
+                        frames=args.predictor_frames, clicks=args.predictor_clicks,
+                        long_frames=args.predictor_long_frames,
+                        long_distinct=args.predictor_long_distinct,
+                        long_mode=args.predictor_long_mode,
+                        sam2_frames=[int(n) for n in _csv(args.sam2_frames)],
+                        backend="auto" if args.backend == "all" else plan.default_backend,
+                        threads=args.threads)
     check_targets(report, plan.default_backend)
     md_path, json_path = write_report(report, Path(args.output))
     print(render_markdown(report))
