@@ -251,3 +251,57 @@ def test_cli_killed_mid_video_resumes_to_the_same_bytes(data_dir: Path, random_c
         mine = {p.name: p.read_bytes() for p in (killed / sub).glob(pattern)}
         theirs = {p.name: p.read_bytes() for p in (reference / sub).glob(pattern)}
         assert len(mine) == 40 and mine == theirs
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ('[{"frame": 0, "obj_id": 1, "box": [1, 1, 9, 9]', "not valid JSON"),
+        ([{"frame": 4, "obj_id": 1, "box": [1, 1, 9, 9]}], "entry 0: frame 4 out of range; the video has 4 frames"),
+        ([{"frame": 0, "obj_id": 1, "box": [1, 1, 9, 9]}, {"frame": 1, "obj_id": 0, "box": [1, 1, 9, 9]}],
+         "entry 1: obj_id 0 out of range; expected an int in 1..254"),
+        ([{"frame": 0, "obj_id": 1, "points": [[5, 5]]}], "entry 0: points without labels"),
+        ('[{"frame": 0, "obj_id": 1, "points": [[NaN, 5]], "labels": [1]}]', "finite numbers"),
+        ([{"frame": 0, "obj_id": 1, "points": [[500, 5]], "labels": [1]}], "outside the 96x64 frame"),
+        ([{"frame": 0, "obj_id": 1, "mask": "small_mask.png"}], "size 10x10 differs from the video's 96x64"),
+        ([{"frame": 0, "obj_id": 1, "box": [1, 1, 9, 9], "frames": 3}], "unknown key 'frames'"),
+    ],
+)
+def test_bad_prompts_file_gives_one_line_error_before_the_model_loads(
+    inputs: dict[str, Path], capsys: pytest.CaptureFixture, entries: object, message: str,
+) -> None:
+    path = inputs["tmp"] / "prompts.json"
+    path.write_text(entries if isinstance(entries, str) else json.dumps(entries))
+    out_dir = inputs["tmp"] / "out"
+    # No checkpoint is needed: the prompts are refused before the model loads.
+    code = main([str(inputs["video"]), "--prompts", str(path), "--checkpoint",
+                 str(inputs["tmp"] / "no_such_checkpoint.pt"), "--output", str(out_dir), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith(f"error: --prompts {path}: ") and err.count("\n") == 0, err
+    assert message in err
+    assert not out_dir.exists(), "nothing is written for a rejected input"
+
+
+def test_prompts_file_in_both_directions_end_to_end(random_checkpoint: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """Object 1 by a box on frame 2, object 2 by clicks on frame 0: frames 0-1 of object 1
+    come from the backward pass (the default with prompts after frame 0)."""
+    video = write_video(tmp_path / "clip.mp4", num_frames=4)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([
+        {"frame": 2, "obj_id": 1, "box": [18, 18, 42, 42]},
+        {"frame": 0, "obj_id": 2, "points": [[60, 50], [20, 30]], "labels": [1, 0]},
+    ]))
+    out = tmp_path / "out"
+    code = main([str(video), "--prompts", str(prompts), "--checkpoint", str(random_checkpoint),
+                 "--set", "model.backend=torch", "--set", "model.fast_mode=size256+nopad",
+                 "--output", str(out), "--quiet"])
+    assert code == 0
+    assert "3 tracked backward" in capsys.readouterr().out  # frames 2, 1, 0
+    check_outputs(out, 4, (64, 96))
+    assert not (out / ".backward").exists()
+    for t in range(4):
+        record = json.loads((out / "json" / f"{t:05d}.json").read_text())
+        seen = {o["obj_id"] for o in record["objects"]} | set(record["lost_obj_ids"])
+        assert seen == {1, 2}, f"frame {t}: {record}"
