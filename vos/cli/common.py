@@ -42,8 +42,8 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-png", action="store_true", help="skip the palette PNGs")
     parser.add_argument("--no-json", action="store_true", help="skip the COCO-RLE JSON")
     parser.add_argument("--no-video", action="store_true", help="skip the overlay mp4")
-    parser.add_argument("--reader", choices=("auto", "decord", "opencv"), default="auto",
-                        help="video decoding backend")
+    parser.add_argument("--reader", choices=("auto", "pyav", "decord", "opencv"), default="auto",
+                        help="video decoding backend (auto: PyAV, then decord, then OpenCV)")
 
 
 def with_output_flags(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
