@@ -12,16 +12,22 @@ percent scale, i.e. 1e-8 of a fraction):
   folders; for SA-V its ``Evaluator`` fed each object folder's binarised masks, frames
   selected as ``sav_benchmark.VideoEvaluator`` does (sorted, first and last dropped).
   YouTube-VOS's seen/unseen means are then formed from those official per-object numbers.
-* ``lvos``: lvos-evaluation is not installable; its aggregation is restated below from its
-  ``evaluation.py``/``utils.py`` ((1, frame_nums) arrays, Decay taken on that 2-D array,
-  V rounded to 4 places before the square root) and fed per-frame J and F from
-  vos-benchmark's evaluator, i.e. computed by a route independent of ours.
+* ``lvos``, ``lvos-v1``, ``sa-v`` (also above): ``tests/golden/official_lvos_sav.json``, what
+  the official evaluators themselves reported when run on the samples of
+  ``vos_samples.build_official_sample`` (4 videos, 9 objects: late entry, leave and return,
+  early exit; predictions eroded, dilated, shifted, dropped, with false-positive blobs):
+  lvos-evaluation's ``evaluation_method.py`` at v2 (c05e889) and v1 (457d397), with its own
+  unseen list and with one naming two of the videos, and SAM 2's ``sav_benchmark``, also on
+  a copy where two objects show only on their first or last annotated frame.
+  ``python -m tests.vos.official_reference`` regenerates it from the official checkouts.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -154,56 +160,196 @@ def test_sav_rule_matches_the_sav_evaluator(late_sample: Source, tmp_path: Path)
                                          "J&F-Mean": (j_all + f_all) / 2}, 100)
 
 
-def _frame_jf(evaluator, gt: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
-    """One frame's J and F from vos-benchmark's evaluator; absent from both: 1 and 1 (the
-    DAVIS convention lvos-evaluation's db_eval_iou/f_measure follow)."""
-    if not gt.any() and not pred.any():
-        return 1.0, 1.0
-    ev = evaluator.Evaluator()
-    ev.feed_frame(mask=pred.astype(np.uint8), gt=gt.astype(np.uint8))
-    iou, boundary = ev.conclude()
-    if 1 not in iou:  # object only in the prediction: J = 0; F = 0 (no GT boundary)
-        return 0.0, 0.0
-    return iou[1] / 100, boundary[1] / 100
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "official_lvos_sav.json"
 
 
-def _lvos_statistics(values: np.ndarray) -> tuple[float, float, float]:
-    """lvos-evaluation's db_statistics on its (1, n) per-object array."""
-    mean, recall = np.nanmean(values), np.nanmean(values > 0.5)
-    ids = (np.round(np.linspace(1, len(values), 5) + 1e-10) - 1).astype(np.uint8)
-    bins = [values[ids[i] : ids[i + 1] + 1] for i in range(4)]
-    return mean, recall, np.nanmean(bins[0]) - np.nanmean(bins[3])
+@pytest.fixture(scope="module")
+def official() -> dict:
+    """The official evaluators' numbers (``tests/vos/official_reference.py``)."""
+    return json.loads(GOLDEN.read_text())
 
 
-def test_lvos_rule_matches_lvos_evaluation(late_sample: Source, tmp_path: Path) -> None:
-    evaluator = pytest.importorskip("vos_benchmark.evaluator")
-    root = build(late_sample, tmp_path / "lvos", "lvos", truth=False)
-    data = _dataset(root, "lvos")
-    for name in PREDICTIONS:
-        results = convert_results(late_sample.root / "predictions" / name, tmp_path / name,
-                                  "lvos", late_sample.seqs)
-        scores = score_dataset(data, results)
-        want_global: dict[str, list[float]] = {}
-        for seq, video in data.meta.items():
-            for position, (obj, entry) in enumerate(video["objects"].items(), start=1):
-                span = entry["frame_range"]
-                j = np.zeros((1, span["frame_nums"]))
-                f = np.zeros((1, span["frame_nums"]))
-                for slot, t in enumerate(range(span["start"], span["end"], 5)):
-                    gt = np.array(Image.open(root / "Annotations" / seq / f"{t:08d}.png"))
-                    pred = np.array(Image.open(results / seq / f"{t:08d}.png"))
-                    j[0, slot], f[0, slot] = _frame_jf(evaluator, gt == int(obj),
-                                                       pred == int(obj))
-                jm, jr, jd = _lvos_statistics(j)
-                fm, fr, fd = _lvos_statistics(f)
-                jf = (j + f) / 2
-                v = math.sqrt(round(np.nansum((np.nanmean(jf) - jf) ** 2) / jf.shape[1], 4))
-                want = {"J-Mean": jm, "J-Recall": jr, "J-Decay": jd, "F-Mean": fm,
-                        "F-Recall": fr, "F-Decay": fd, "V": v}
-                _compare(scores.per_object[f"{seq}_{position}"], want)
-                for key, value in want.items():
-                    want_global.setdefault(key, []).append(value)
-        means = {k if k != "V" else "V-Mean": float(np.mean(v)) for k, v in want_global.items()}
-        means["J&F-Mean"] = (means["J-Mean"] + means["F-Mean"]) / 2
-        _compare(scores.global_metrics, means)
-        assert scores.global_metrics["J-Decay"] == 0.0  # the official 2-D array quirk
+@pytest.fixture(scope="module")
+def official_sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The LVOS and SA-V roots of the official reference and their corrupted results."""
+    from tests.conftest import SHARED_DIR
+    from tests.vos.vos_samples import CORRUPTIONS, build_official_sample, write_corrupted
+
+    data = SHARED_DIR / "data"
+    if not (data / "davis-mini").is_dir() or not (data / "davis-mini-2obj").is_dir():
+        pytest.skip(f"shared test data not found in {data}")
+    tmp = tmp_path_factory.mktemp("official")
+    roots = {"lvos": build_official_sample(data, tmp / "lvos", "lvos"),
+             "sa-v": build_official_sample(data, tmp / "sav", "sa-v")}
+    for preset, root in list(roots.items()):
+        for recipe in CORRUPTIONS:
+            roots[f"{preset}/{recipe}"] = write_corrupted(root, tmp / f"{preset}_{recipe}",
+                                                          preset, recipe)
+    return roots
+
+
+def _same(got: float, want: float) -> float:
+    """|got - want|, asserting it is within TOL (NaN only equals NaN)."""
+    if math.isnan(want) or math.isnan(got):
+        assert math.isnan(want) and math.isnan(got), (got, want)
+        return 0.0
+    assert abs(got - want) <= TOL, (got, want)
+    return abs(got - want)
+
+
+@pytest.mark.parametrize("preset", ["lvos", "lvos-v1"])
+def test_lvos_presets_equal_the_official_evaluator(
+    official: dict, official_sample: dict[str, Path], preset: str,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    root = official_sample["lvos"]
+    data = VosDataset(root, PRESETS[preset])
+    custom = set(official["custom_unseen"])
+    for recipe, runs in official[preset].items():
+        results = official_sample[f"lvos/{recipe}"]
+        for variant, unseen in (("custom_list", custom), ("official_list", None)):
+            want = runs[variant]
+            caplog.clear()
+            scores = score_dataset(data, results, unseen=unseen)
+            assert list(scores.per_object) == list(want["per_object"])  # keys and order
+            for key, figures in want["per_object"].items():
+                for name, value in figures.items():
+                    _same(scores.per_object[key][name], value)
+            got = scores.global_metrics
+            if variant == "custom_list":
+                for name, value in want["global"].items():
+                    _same(got[name], value)
+                assert not caplog.records
+                continue
+            # No sample video is on the official list: the official averages are NaN; ours
+            # are the seen group's means, and say so.
+            row = want["global"]
+            assert math.isnan(row["J&F-Mean"]) and math.isnan(row["J-unseen-Mean"])
+            for letter in "JFV":
+                _same(got[f"{letter}-Mean"], row[f"{letter}-seen-Mean"])
+                _same(got[f"{letter}-seen-Mean"], row[f"{letter}-seen-Mean"])
+                assert math.isnan(got[f"{letter}-unseen-Mean"])
+            _same(got["J&F-Mean"], (row["J-seen-Mean"] + row["F-seen-Mean"]) / 2)
+            assert [r.getMessage().split(";")[0] for r in caplog.records] == \
+                ["LVOS: no unseen video among those scored"]
+
+
+def test_lvos_frame_rules_differ_as_the_releases_do(official_sample: dict[str, Path]) -> None:
+    """v2 leaves out each object's first frame and its last one where the range reaches it
+    (slots = frame_nums - 2); v1 scores every frame of the range (slots = frame_nums)."""
+    root = official_sample["lvos"]
+    results = official_sample["lvos/mixed"]
+    v2 = score_dataset(VosDataset(root, PRESETS["lvos"]), results)
+    v1 = score_dataset(VosDataset(root, PRESETS["lvos-v1"]), results)
+    meta = json.loads((root / "valid_meta.json").read_text())["videos"]
+    for seq, video in meta.items():
+        for position, entry in enumerate(video["objects"].values(), start=1):
+            key, span = f"{seq}_{position}", entry["frame_range"]
+            frames = len(range(span["start"], span["end"], 5))
+            assert len(v1.per_frame_j[key]) == span["frame_nums"]
+            assert len(v2.per_frame_j[key]) == span["frame_nums"] - 2
+            reached = frames == span["frame_nums"]
+            # v2 slot k is v1 slot k + 1; a range short of frame_nums leaves v1's last slot 0.
+            np.testing.assert_array_equal(v2.per_frame_j[key], v1.per_frame_j[key][1:-1])
+            if not reached:
+                assert v1.per_frame_j[key][-1] == 0 and key == "blackswan_2"
+
+
+def test_lvos_unusable_ranges_are_one_line_errors_or_warnings(
+    official_sample: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from vos.eval.datasets import DatasetError
+
+    root = tmp_path / "lvos"
+    shutil.copytree(official_sample["lvos"], root, symlinks=True)
+    results = official_sample["lvos/mixed"]
+    meta_path = root / "valid_meta.json"
+    original = meta_path.read_text()
+    for change, preset, message in (
+        ({"frame_nums": 3}, "lvos", "10 frames in range(0, 46, 5) but frame_nums=3"),
+        ({"frame_nums": 5}, "lvos-v1", "10 frames in range(0, 46, 5) but frame_nums=5"),
+        ({"frame_nums": 1}, "lvos", "frame_nums=1 is below 2"),
+        ({"start": "x"}, "lvos", "dog object 1 has no frame_range"),
+    ):
+        meta = json.loads(original)
+        meta["videos"]["dog"]["objects"]["1"]["frame_range"].update(change)
+        meta_path.write_text(json.dumps(meta))
+        with pytest.raises(DatasetError, match=re.escape(message)):
+            score_dataset(VosDataset(root, PRESETS[preset]), results)
+    # frame_nums = 2 (an object on two annotated frames): v2 scores none of them. The official
+    # means would turn NaN; the object is named and left out.
+    meta = json.loads(original)
+    meta["videos"]["dog"]["objects"]["2"]["frame_range"].update(end=21, frame_nums=2)
+    meta_path.write_text(json.dumps(meta))
+    caplog.clear()
+    scores = score_dataset(VosDataset(root, PRESETS["lvos"]), results)
+    assert "dog_2" not in scores.per_object and len(scores.per_object) == 8
+    assert not math.isnan(scores.global_metrics["J&F-Mean"])
+    assert any("LVOS dog_2 (object 2)" in r.getMessage() for r in caplog.records)
+    assert "dog_2" in score_dataset(VosDataset(root, PRESETS["lvos-v1"]), results).per_object
+
+
+def test_sav_preset_equals_the_official_sav_evaluator(
+    official: dict, official_sample: dict[str, Path], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.vos.official_reference import strand_objects
+
+    root = official_sample["sa-v"]
+    edge = tmp_path / "edge"
+    shutil.copytree(root, edge, symlinks=True)
+    strand_objects(edge / "Annotations_6fps", tuple(tuple(e) for e in official["sav_edge"]))
+    stranded = [f"{video}/{folder}" for video, folder, _ in official["sav_edge"]]
+    for recipe in official["sa-v"]:
+        results = official_sample[f"sa-v/{recipe}"]
+        # On the edge copy the official code stops; without those objects it gives the numbers
+        # our run on the edge copy must give, with a warning naming each left-out object.
+        assert official["sa-v-edge"][recipe]["error"] == "AssertionError in consolidate"
+        for sample, want_key in ((root, "sa-v"), (edge, "sa-v-edge-removed")):
+            want = official[want_key][recipe]
+            caplog.clear()
+            scores = score_dataset(VosDataset(sample, PRESETS["sa-v"]), results)
+            assert sorted(scores.per_object) == sorted(want["per_object"])
+            for key, jf in want["per_object"].items():
+                _same(scores.per_object[key]["J-Mean"] * 100, jf["J"])
+                _same(scores.per_object[key]["F-Mean"] * 100, jf["F"])
+            for ours, theirs in (("J&F-Mean", "J&F"), ("J-Mean", "J"), ("F-Mean", "F")):
+                _same(scores.global_metrics[ours] * 100, want["global"][theirs])
+            warned = [r.getMessage() for r in caplog.records]
+            expected = stranded if sample == edge else []
+            assert len(warned) == len(expected), warned
+            assert all(any(name in w for w in warned) for name in expected), warned
+
+
+def test_unseen_videos_option(official_sample: dict[str, Path], tmp_path: Path,
+                              capsys: pytest.CaptureFixture) -> None:
+    from vos.run import main
+
+    root, results = official_sample["lvos"], official_sample["lvos/mixed"]
+    listing = tmp_path / "unseen.txt"
+    listing.write_text("# two of the four\ncar-shadow\n\nbmx-trees\n")
+    out = tmp_path / "res"
+    shutil.copytree(results, out, symlinks=True)
+    code = main(["vos", "--preset", "lvos", "--root", str(root), "--eval-only", str(out),
+                 "--unseen-videos", str(listing), "--quiet"])
+    assert code == 0
+    glob = json.loads((out / "scores.json").read_text())["global"]
+    want = score_dataset(VosDataset(root, PRESETS["lvos"]), results,
+                         unseen={"car-shadow", "bmx-trees"}).global_metrics
+    assert glob == want and not math.isnan(glob["J-unseen-Mean"])
+    for args, message in (
+        (["--preset", "lvos", "--unseen-videos", str(tmp_path / "none.txt")], "no such file"),
+        (["--preset", "generic", "--unseen-videos", str(listing)], "only the LVOS presets"),
+    ):
+        code = main(["vos", "--root", str(root), "--eval-only", str(out), *args, "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.count("\n") == 0 and message in err, err
+
+
+def test_packaged_unseen_lists() -> None:
+    from vos.eval.benchmarks import DATA_DIR, lvos_unseen_videos
+
+    lists = {name: lvos_unseen_videos(DATA_DIR / PRESETS[name].unseen_videos)
+             for name in ("lvos", "lvos-v1")}
+    assert all(len(names) > 20 for names in lists.values())
+    assert all(len(name) == 8 and name.isalnum() for names in lists.values() for name in names)

@@ -42,7 +42,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of the benchmark modes (``vos`` and its ``davis`` alias)."""
     parser.add_argument("--root", help="dataset root (the split folder for YouTube-VOS, MOSE, "
                                        "LVOS; the folder with sav_val.txt for SA-V)")
-    parser.add_argument("--split", default=None, help="sequence list split (default: val)")
+    parser.add_argument("--split", default=None,
+                        help="sequence list split (default: the preset's, val or valid)")
     parser.add_argument("--sequences", help="comma-separated subset of sequences")
     parser.add_argument("--frames", help="frames folder (default: the preset's, under --root)")
     parser.add_argument("--annotations", help="annotations folder (default: the preset's)")
@@ -53,6 +54,9 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seen-categories", metavar="FILE",
                         help="YouTube-VOS: training meta.json (or a list of categories) for "
                              "the seen/unseen split of local scores")
+    parser.add_argument("--unseen-videos", metavar="FILE",
+                        help="LVOS: the unseen group's videos, one name per line (default: "
+                             "the official validation list of the preset's release)")
     parser.add_argument("--zip", action="store_true",
                         help="write the server zip even when the ground truth scores locally")
     parser.add_argument("--workers", type=int, default=1,
@@ -75,7 +79,7 @@ def _optional_path(text: str | None) -> Path | None:
 
 def run_benchmark(args: argparse.Namespace, preset: VosPreset) -> int:
     """The ``vos`` mode on ``preset`` (also the ``davis`` mode's body)."""
-    from vos.eval.benchmarks import seen_categories
+    from vos.eval.benchmarks import lvos_unseen_videos, seen_categories
     from vos.eval.datasets import VosDataset
     from vos.eval.vos_driver import ground_truth_present, vos_sequences
     from vos.io.lock import FolderLock
@@ -86,10 +90,21 @@ def run_benchmark(args: argparse.Namespace, preset: VosPreset) -> int:
         raise UsageError(f"{args.mode}: --root ROOT is required")
     if args.workers < 1 or args.retries < 0:
         raise UsageError("--workers: expected >= 1; --retries: expected >= 0")
-    dataset = VosDataset(Path(root_text), preset, args.split or cfg.eval.split,
+    # The config's split counts where it differs from its default; else the preset's own
+    # ("valid" for LVOS, whose meta file is <split>_meta.json).
+    default_split = next(f.default for f in dataclasses.fields(type(cfg.eval))
+                         if f.name == "split")
+    split = args.split or (cfg.eval.split if cfg.eval.split != default_split else None)
+    dataset = VosDataset(Path(root_text), preset, split,
                          _optional_path(args.frames), _optional_path(args.annotations),
                          _optional_path(args.list))
     seen = seen_categories(Path(args.seen_categories)) if args.seen_categories else None
+    unseen = None
+    if args.unseen_videos:
+        if preset.meta != "lvos":
+            raise UsageError(f"--unseen-videos: only the LVOS presets have an unseen group, "
+                             f"not {preset.name}")
+        unseen = lvos_unseen_videos(Path(args.unseen_videos))
     names = vos_sequences(dataset, [s for s in (args.sequences or "").split(",") if s] or None)
     if args.eval_only:
         output = Path(args.eval_only)
@@ -102,12 +117,14 @@ def run_benchmark(args: argparse.Namespace, preset: VosPreset) -> int:
         output = Path(args.output or cfg.io.output_dir or f"outputs/{preset.name}")
     # A tracking run holds its output folder's lock from the first write to the report.
     with contextlib.nullcontext() if args.eval_only else FolderLock(output):
-        return _track_and_score(args, cfg, preset, dataset, names, seen, output)
+        return _track_and_score(args, cfg, preset, dataset, names, (seen, unseen),
+                                output)
 
 
 def _track_and_score(args: argparse.Namespace, cfg: Any, preset: VosPreset, dataset: Any,
-                     names: list[str], seen: Any, output: Path) -> int:
-    """Track (unless ``--eval-only``), score and report into ``output``."""
+                     names: list[str], groups: tuple[Any, Any], output: Path) -> int:
+    """Track (unless ``--eval-only``), score and report into ``output``; ``groups`` are the
+    YouTube-VOS seen categories and the LVOS unseen videos (None: not given)."""
     from vos.eval.benchmarks import score_dataset
     from vos.eval.davis_report import write_report
     from vos.eval.vos_driver import ground_truth_present
@@ -125,7 +142,7 @@ def _track_and_score(args: argparse.Namespace, cfg: Any, preset: VosPreset, data
         scored = ground_truth_present(dataset, names)
     rows: list[tuple[str, str]] = []
     if scored:
-        scores = score_dataset(dataset, output, names, seen=seen)
+        scores = score_dataset(dataset, output, names, seen=groups[0], unseen=groups[1])
         write_report(scores, output)
         rows += [(k, f"{v:.4f}") for k, v in scores.global_metrics.items()]
         written = "global_results.csv, per-sequence_results.csv, scores.json, per_object_jf.png"

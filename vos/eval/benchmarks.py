@@ -18,32 +18,60 @@ code (read, not copied) and checked against it on samples built from ``shared/da
   the four. Locally the per-object figures follow the vos-benchmark rule above (the rule
   Cutie and XMem use for datasets whose objects appear later); seen/unseen needs the
   objects' ``category`` in meta.json and the training categories.
-* **LVOS** (LingyiHongfd/lvos-evaluation): per object of meta.json, frames
-  ``range(start, end, 5)`` of its ``frame_range`` (named ``%08d``, first frame included),
-  stored in ``frame_nums`` slots (slots left unfilled count as 0). Per object: Mean and
-  Recall (> 0.5) over the slots; Decay is always 0 (the official statistics see a (1, n)
-  array as one frame); V = sqrt(round(mean((JF - mean JF)^2), 4)) with JF = (J + F) / 2.
-  Objects are keyed ``<seq>_<position>``; dataset figures are plain means over objects
-  (the official script's global V is the last object's V; ours is the mean).
+* **LVOS** (LingyiHongfd/lvos-evaluation, run by ``evaluation_method.py``): per object of
+  the meta file, in its order, the frames ``range(start, end, 5)`` of its ``frame_range``
+  (named ``%08d``), each object's J and F read as ``gt == id`` and ``result == id``. Two
+  releases of the evaluator differ in which of them count:
+
+  - **v2** (HEAD c05e889 "update code for v2", May 2024, preset ``lvos``): ``frame_nums - 2``
+    slots; the range's first frame is skipped, and so is its ``frame_nums``-th frame (the
+    object's last annotated one) when the range reaches it;
+  - **v1** (457d397, Nov 2022, preset ``lvos-v1``): ``frame_nums`` slots, every frame of the
+    range, the first included.
+
+  Slots the range leaves unfilled count as 0; a range longer than the slots stops the
+  official code (an index error), here a one-line error. Per object: Mean and Recall (> 0.5)
+  over the slots; Decay is always 0 (the official statistics see a (1, n) array as one
+  frame); V = sqrt(round(mean((JF - mean JF)^2), 4)) with JF = (J + F) / 2. Objects are keyed
+  ``<seq>_<position>``. Globally the videos of the unseen list (``--unseen-videos``; by
+  default the official list of the release, shipped in ``vos/eval/data/``) form the unseen
+  group, the others the seen group: ``X-seen-Mean`` and ``X-unseen-Mean`` are plain means
+  over each group's objects, ``X-Mean`` their average and J&F-Mean the average of the four
+  J/F group means, as ``evaluation_method.py`` prints them. Two deliberate differences, each
+  logged as a one-line warning: a group without objects makes the official averages NaN,
+  here they are the other group's means; a v2 object with ``frame_nums = 2`` has no scored
+  frame (official: NaN figures, NaN means) and is left out. Recall and Decay, which the
+  official script computes per object but does not print, are averaged like the means.
+
+Objects that the official SA-V evaluator cannot score (no ground-truth pixel on the frames it
+scores: shown only on the object's first or last annotated frame, or never) stop it with an
+assertion; here each gets a one-line warning naming it and is left out of the means, which is
+what the official code gives once that object's folder is removed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vos.eval.datasets import DatasetError, VosDataset
-from vos.eval.davis import DavisScores, evaluate_layout, global_metrics
+from vos.eval.davis import OBJECT_COLUMNS, DavisScores, evaluate_layout
 from vos.eval.measures import boundary_f_measure, region_similarity
 from vos.io.davis_png import read_palette_png
 
-__all__ = ["SCORERS", "score_dataset", "score_lvos", "score_vos_benchmark", "seen_categories"]
+__all__ = ["SCORERS", "lvos_unseen_videos", "score_dataset", "score_lvos", "score_vos_benchmark",
+           "seen_categories"]
+
+logger = logging.getLogger(__name__)
 
 LVOS_STEP = 5  # lvos-evaluation scores every 5th frame of an object's range
+DATA_DIR = Path(__file__).with_name("data")
 
 
 class _ObjectTrack:
@@ -127,7 +155,13 @@ def score_vos_benchmark(
                     tracks[obj].feed(gt > 0, pred > 0)
             for name, track in sorted(tracks.items()):
                 if not track.in_gt:
-                    continue  # the official conclude() keeps GT objects only
+                    # The official conclude() keeps GT objects only; for palette layouts it
+                    # drops them silently, SA-V's consolidate() asserts one object per folder.
+                    if obj is not None:
+                        logger.warning("SA-V %s/%s: no ground truth on its scored frames (only "
+                                       "on its first or last annotated one, or none); left out "
+                                       "(the official sav_evaluator stops here)", seq, obj)
+                    continue
                 _add(scores, f"{seq}_{name}", np.array(track.j), np.array(track.f),
                      {"J-Mean": float(np.mean(track.j)), "F-Mean": float(np.mean(track.f))})
     scores.global_metrics = _mean_columns(scores.per_object, ("J-Mean", "F-Mean"))
@@ -147,55 +181,143 @@ def _mean_columns(per_object: dict[str, dict[str, float]], columns: tuple[str, .
     return {"J&F-Mean": (means["J-Mean"] + means["F-Mean"]) / 2, **means}
 
 
-def score_lvos(
-    dataset: VosDataset, results_dir: Path, sequences: list[str] | None = None
-) -> DavisScores:
-    """The lvos-evaluation rule (module docstring) on a results folder.
-
-    Args:
-        dataset: an LVOS root (meta.json with each object's ``frame_range``).
-        results_dir: ``<seq>/<%08d>.png`` palette results.
-        sequences: these sequences instead of meta.json's.
-
-    Returns:
-        Per object the six DAVIS figures and ``V``; globally the DAVIS columns and ``V-Mean``.
+def lvos_unseen_videos(path: Path) -> set[str]:
+    """The video names of an unseen list: one per line, blank lines and ``#`` comments skipped.
 
     Raises:
-        DatasetError: an object without ``frame_range``, or more frames in its range than
-            ``frame_nums`` slots (the official code fails there).
+        ValueError: the file is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--unseen-videos {path}: no such file")
+    names = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return {name for name in names if name}
+
+
+def _lvos_slots(span: Any, where: str, rule: str) -> tuple[list[tuple[int, int]], int]:
+    """(slot, frame number) pairs an object is scored on, and the number of slots.
+
+    Raises:
+        DatasetError: no ``frame_range``, too few slots, or more frames than slots.
+    """
+    try:
+        start, end, frame_nums = int(span["start"]), int(span["end"]), int(span["frame_nums"])
+    except (KeyError, TypeError, ValueError):
+        raise DatasetError(f"{where} has no frame_range {{start, end, frame_nums}}") from None
+    frames = list(range(start, end, LVOS_STEP))
+    if rule == "lvos-v1":
+        slots, pairs = frame_nums, list(enumerate(frames))
+    else:
+        # v2 drops the range's first frame, and its frame_nums-th (the object's last
+        # annotated one) when the range reaches it; the others shift down one slot.
+        slots = frame_nums - 2
+        pairs = [(k - 1, t) for k, t in enumerate(frames) if k not in (0, frame_nums - 1)]
+    if slots < 0:
+        raise DatasetError(f"{where}: frame_nums={frame_nums} is below 2 (the official v2 "
+                           "code cannot score it)")
+    if pairs and pairs[-1][0] >= slots:
+        raise DatasetError(f"{where}: {len(frames)} frames in range({start}, {end}, "
+                           f"{LVOS_STEP}) but frame_nums={frame_nums}")
+    return pairs, slots
+
+
+def _lvos_object(dataset: VosDataset, results_dir: Path, seq: str, obj: str,
+                 pairs: list[tuple[int, int]], slots: int) -> tuple:
+    """(slots,) J and F of one object and its figures."""
+    j, f = np.zeros(slots), np.zeros(slots)
+    stems = [f"{t:08d}" for _, t in pairs]
+    frames = _pairs(dataset.annotations_dir(seq), results_dir / seq, stems)
+    for (slot, _), (gt, pred) in zip(pairs, frames, strict=True):
+        j[slot] = region_similarity(gt == int(obj), pred == int(obj))
+        f[slot] = boundary_f_measure(gt == int(obj), pred == int(obj))
+    jf = (j + f) / 2
+    variance = float(np.round(np.sum((jf.mean() - jf) ** 2) / slots, 4))
+    return j, f, {"J-Mean": float(j.mean()), "J-Recall": float(np.mean(j > 0.5)),
+                  "J-Decay": 0.0, "F-Mean": float(f.mean()), "F-Recall": float(np.mean(f > 0.5)),
+                  "F-Decay": 0.0, "V": math.sqrt(variance)}
+
+
+def score_lvos(
+    dataset: VosDataset,
+    results_dir: Path,
+    sequences: list[str] | None = None,
+    *,
+    unseen: set[str] | None = None,
+) -> DavisScores:
+    """The lvos-evaluation rule (module docstring) of the preset's release on a results folder.
+
+    Args:
+        dataset: an LVOS root (meta file with each object's ``frame_range``); its preset's
+            scorer, "lvos" (v2) or "lvos-v1", picks the frame rule.
+        results_dir: ``<seq>/<%08d>.png`` palette results.
+        sequences: these sequences instead of the meta file's.
+        unseen: the unseen group's video names (None: the preset's packaged list).
+
+    Returns:
+        Per object the six DAVIS figures and ``V``; globally J&F-Mean, then for J, F (Mean,
+        seen, unseen, Recall, Decay) and V (Mean, seen, unseen).
+
+    Raises:
+        DatasetError: an object without a usable ``frame_range`` (the official code fails).
         ValueError: a missing or mis-sized result frame.
     """
+    rule = dataset.preset.scorer
+    if unseen is None:
+        listed = dataset.preset.unseen_videos
+        unseen = lvos_unseen_videos(DATA_DIR / listed) if listed else set()
     results_dir = Path(results_dir)
     scores = DavisScores({}, {}, split=str(dataset.split), results_dir=results_dir)
+    groups: dict[str, list[dict[str, float]]] = {"seen": [], "unseen": []}
     for seq in dataset.sequences(sequences):
         for position, (obj, entry) in enumerate(dataset.meta_objects(seq).items(), start=1):
-            try:
-                span = entry["frame_range"]
-                start, end, slots = int(span["start"]), int(span["end"]), int(span["frame_nums"])
-            except (KeyError, TypeError, ValueError):
-                raise DatasetError(f"meta.json: {seq} object {obj} has no frame_range "
-                                   "{start, end, frame_nums}") from None
-            stems = [f"{i:08d}" for i in range(start, end, LVOS_STEP)]
-            if len(stems) > slots:
-                raise DatasetError(f"meta.json: {seq} object {obj}: {len(stems)} frames in "
-                                   f"range({start}, {end}, {LVOS_STEP}) but frame_nums={slots}")
-            j, f = np.zeros(slots), np.zeros(slots)
-            pairs = _pairs(dataset.annotations_dir(seq), results_dir / seq, stems)
-            for k, (gt, pred) in enumerate(pairs):
-                j[k] = region_similarity(gt == int(obj), pred == int(obj))
-                f[k] = boundary_f_measure(gt == int(obj), pred == int(obj))
-            jf = (j + f) / 2
-            variance = float(np.round(np.sum((jf.mean() - jf) ** 2) / slots, 4))
-            _add(scores, f"{seq}_{position}", j, f,
-                 {"J-Mean": float(j.mean()), "J-Recall": float(np.mean(j > 0.5)),
-                  "J-Decay": 0.0, "F-Mean": float(f.mean()), "F-Recall": float(np.mean(f > 0.5)),
-                  "F-Decay": 0.0, "V": math.sqrt(variance)})
-    per_object = scores.per_object
-    scores.global_metrics = global_metrics(
-        {k: {c: v[c] for c in v if c != "V"} for k, v in per_object.items()})
-    scores.global_metrics["V-Mean"] = float(np.mean([v["V"] for v in per_object.values()])) \
-        if per_object else math.nan
+            where = f"meta file: {seq} object {obj}"
+            pairs, slots = _lvos_slots(entry.get("frame_range") if isinstance(entry, dict)
+                                       else None, where, rule)
+            if slots == 0:
+                logger.warning("LVOS %s_%d (object %s): frame_nums=2 leaves no frame to score "
+                               "(v2 rule); left out (the official means would be NaN)",
+                               seq, position, obj)
+                continue
+            j, f, figures = _lvos_object(dataset, results_dir, seq, obj, pairs, slots)
+            _add(scores, f"{seq}_{position}", j, f, figures)
+            groups["unseen" if seq in unseen else "seen"].append(figures)
+    scores.global_metrics = _lvos_global(groups)
     return scores
+
+
+def _lvos_global(groups: dict[str, list[dict[str, float]]]) -> dict[str, float]:
+    """evaluation_method.py's global row from the seen and unseen objects' figures."""
+    means = {(group, column): float(np.mean([m[column] for m in members])) if members
+             else math.nan
+             for group, members in groups.items()
+             for column in (*OBJECT_COLUMNS, "V")}
+    empty = [group for group, members in groups.items() if not members]
+    if len(empty) == 1:
+        other = "seen" if empty[0] == "unseen" else "unseen"
+        logger.warning("LVOS: no %s video among those scored; J&F-, J-, F- and V-Mean are "
+                       "the %s group's means (the official script prints NaN)", empty[0], other)
+
+    def both(column: str) -> float:
+        values = [means[g, column] for g in groups if groups[g]]
+        if len(values) == 2:
+            return (values[0] + values[1]) / 2
+        return values[0] if values else math.nan
+
+    def group_sum(group: str) -> float:
+        return means[group, "J-Mean"] + means[group, "F-Mean"]
+
+    full = all(groups.values())
+    out = {"J&F-Mean": (group_sum("seen") + group_sum("unseen")) / 4.0 if full
+           else (both("J-Mean") + both("F-Mean")) / 2}
+    for letter in ("J", "F"):
+        out[f"{letter}-Mean"] = both(f"{letter}-Mean")
+        out[f"{letter}-seen-Mean"] = means["seen", f"{letter}-Mean"]
+        out[f"{letter}-unseen-Mean"] = means["unseen", f"{letter}-Mean"]
+        out[f"{letter}-Recall"] = both(f"{letter}-Recall")
+        out[f"{letter}-Decay"] = both(f"{letter}-Decay")
+    out.update({"V-Mean": both("V"), "V-seen-Mean": means["seen", "V"],
+                "V-unseen-Mean": means["unseen", "V"]})
+    return out
 
 
 def seen_categories(path: Path) -> set[str]:
@@ -239,7 +361,8 @@ def split_seen_unseen(scores: DavisScores, dataset: VosDataset, seen: set[str]) 
         scores.global_metrics["J&F-Mean"] = float(np.nanmean(four))
 
 
-SCORERS = {"davis": evaluate_layout, "vos-benchmark": score_vos_benchmark, "lvos": score_lvos}
+SCORERS = {"davis": evaluate_layout, "vos-benchmark": score_vos_benchmark, "lvos": score_lvos,
+           "lvos-v1": score_lvos}
 
 
 def score_dataset(
@@ -248,6 +371,7 @@ def score_dataset(
     sequences: list[str] | None = None,
     *,
     seen: set[str] | None = None,
+    unseen: set[str] | None = None,
 ) -> DavisScores:
     """Score a results folder with the preset's official rules.
 
@@ -257,7 +381,10 @@ def score_dataset(
         sequences: these sequences instead of the dataset's list.
         seen: YouTube-VOS seen categories (:func:`seen_categories`); adds the seen/unseen
             figures when meta.json gives the objects' categories.
+        unseen: LVOS unseen videos (:func:`lvos_unseen_videos`; None: the preset's list).
     """
+    if dataset.preset.scorer in ("lvos", "lvos-v1"):
+        return score_lvos(dataset, Path(results_dir), sequences, unseen=unseen)
     scores = SCORERS[dataset.preset.scorer](dataset, Path(results_dir), sequences)
     if seen is not None and dataset.preset.meta == "youtube":
         split_seen_unseen(scores, dataset, seen)

@@ -205,16 +205,19 @@ class VosDataset:
     # ------------------------------------------------------------------ meta.json
     @cached_property
     def meta(self) -> dict[str, Any]:
-        """The ``videos`` table of the root's ``meta.json`` (empty when the preset reads none).
+        """The ``videos`` table of the root's meta file (empty when the preset reads none): the
+        sequence list when it is a ``.json`` (``--list``, or the preset's, e.g. LVOS's
+        ``valid_meta.json``), else ``meta.json``.
 
         Raises:
             DatasetError: the preset needs a meta file and it is missing or not JSON.
         """
         if self.preset.meta is None:
             return {}
-        path = self.list_file if self.list_file is not None and \
-            str(self.list_file).endswith(".json") else Path("meta.json")
-        return self._videos_of(self.root / path)
+        listing = self.sequence_list_path
+        path = listing if listing is not None and listing.suffix == ".json" \
+            else self.root / "meta.json"
+        return self._videos_of(path)
 
     def _videos_of(self, path: Path) -> dict[str, Any]:
         if not path.is_file():

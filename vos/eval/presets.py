@@ -12,7 +12,8 @@ override its folders, so an unlisted dataset in one of these layouts runs as ``g
 | ``davis2016`` | same, ImageSets/2016; one binary object | frame 0 | davis2017-evaluation | sequences |
 | ``youtube-vos`` | JPEGImages, Annotations, meta.json | first mask | vos-benchmark + seen/unseen | Annotations/ |
 | ``mose`` | JPEGImages, Annotations | frame 0 | davis2017-evaluation | sequences |
-| ``lvos`` | JPEGImages, Annotations, meta.json | first mask | lvos-evaluation | none |
+| ``lvos`` | JPEGImages, Annotations, valid_meta.json | first mask | lvos-evaluation (v2) | none |
+| ``lvos-v1`` | the same | first mask | lvos-evaluation (v1) | none |
 | ``sa-v`` | JPEGImages_24fps, Annotations_6fps (one PNG per object) | first mask | sav_evaluator | none |
 | ``generic`` | JPEGImages, Annotations | first mask | vos-benchmark | none |
 
@@ -28,7 +29,7 @@ __all__ = ["PRESETS", "VosPreset", "preset"]
 
 ANNOTATION_FORMATS = ("palette", "per_object")
 OBJECT_RULES = ("first_frame", "first_appearance")
-SCORERS = ("davis", "vos-benchmark", "lvos")
+SCORERS = ("davis", "vos-benchmark", "lvos", "lvos-v1")
 SUBMISSIONS = ("annotations", "sequences")
 
 
@@ -55,13 +56,16 @@ class VosPreset:
             (DAVIS); "first_appearance" adds each object on the frame of its first non-empty
             mask (YouTube-VOS, MOSE, LVOS, SA-V; later masks are never given to the tracker).
         scorer: key of ``vos.eval.benchmarks.SCORERS``: "davis" (davis2017-evaluation rules),
-            "vos-benchmark" (vos-benchmark / SA-V's sav_evaluator rules), "lvos"
-            (lvos-evaluation rules).
+            "vos-benchmark" (vos-benchmark / SA-V's sav_evaluator rules), "lvos" (the
+            lvos-evaluation rules of today, v2) or "lvos-v1" (its first release's).
         submission: layout of the server zip: "annotations" (``Annotations/<seq>/<stem>.png``,
             YouTube-VOS), "sequences" (``<seq>/<stem>.png`` at the root, the DAVIS and MOSE
             CodaLab checks), or None (no server).
-        meta: schema of the root's ``meta.json``: "youtube" (per object ``frames`` and
-            ``category``), "lvos" (per object ``frame_range``) or None (not read).
+        meta: schema of the root's meta file (the sequence list when it is a ``.json``, else
+            ``meta.json``): "youtube" (per object ``frames`` and ``category``), "lvos" (per
+            object ``frame_range``) or None (not read).
+        unseen_videos: the packaged list (``vos/eval/data/``) of the videos the benchmark
+            scores as its unseen group, the default of ``--unseen-videos``; None: no groups.
         notes: one line for the CLI help.
     """
 
@@ -77,6 +81,7 @@ class VosPreset:
     scorer: str = "vos-benchmark"
     submission: str | None = None
     meta: str | None = None
+    unseen_videos: str | None = None
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -121,10 +126,16 @@ PRESETS: dict[str, VosPreset] = {
             notes="MOSE: YouTube-VOS-like folders, the objects of frame 0 (the only "
                   "annotated frame of valid), DAVIS rules, zip for its CodaLab server"),
         VosPreset(
-            "lvos", "LVOS", "JPEGImages", "Annotations", "meta.json", split="valid",
-            scorer="lvos", meta="lvos",
-            notes="LVOS v1/v2: long videos, objects enter on their first mask, leave and "
-                  "come back; lvos-evaluation rules (every 5th frame of each object's range)"),
+            "lvos", "LVOS", "JPEGImages", "Annotations", "{split}_meta.json", split="valid",
+            scorer="lvos", meta="lvos", unseen_videos="lvos_unseen_v2.txt",
+            notes="LVOS v2 (and v1 data scored as today): objects enter on their first mask, "
+                  "leave and come back; lvos-evaluation as of today (every 5th frame of each "
+                  "object's range without its first and last; seen/unseen means)"),
+        VosPreset(
+            "lvos-v1", "LVOS", "JPEGImages", "Annotations", "{split}_meta.json",
+            split="valid", scorer="lvos-v1", meta="lvos", unseen_videos="lvos_unseen_v1.txt",
+            notes="LVOS v1 as first scored (lvos-evaluation 457d397, Nov 2022): every 5th "
+                  "frame of each object's range, the first included; seen/unseen means"),
         VosPreset(
             "sa-v", "SA-V", "JPEGImages_24fps", "Annotations_6fps", "sav_{split}.txt",
             annotation_format="per_object",
