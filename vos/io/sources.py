@@ -118,7 +118,8 @@ class PyAVVideoSource(FrameSource):
         except SourceError:
             raise
         except Exception as exc:  # av.FFmpegError and its subclasses, OSError
-            raise SourceError(f"{path}: cannot decode the video ({_first_line(exc)})") from None
+            reason = getattr(exc, "strerror", None) or _first_line(exc)
+            raise SourceError(f"{path}: cannot decode the video ({reason})") from None
         if not pts or first is None:
             raise SourceError(f"{path}: the video has zero frames")
         # Frames come out in presentation order, so frame i has the i-th smallest timestamp.
