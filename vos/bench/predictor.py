@@ -72,6 +72,7 @@ def build_predictor(
     fast_mode: str = "exact",
     backend: str = "auto",
     overrides: Sequence[str] = (),
+    threads: int | None = None,
 ) -> Any:
     """The video predictor the section measures.
 
@@ -86,6 +87,8 @@ def build_predictor(
         fast_mode: ``model.fast_mode``.
         backend: ``model.backend``.
         overrides: more ``section.key=value`` settings (``store.memory_mb=64``, ...).
+        threads: runtime threads of the synthetic-weights model (None: the runtime's
+            default); SAM 2's factory call leaves them to the runtime.
     """
     settings = [f"model.fast_mode={fast_mode}", f"model.backend={backend}", *overrides]
     if checkpoint is not None:
@@ -107,19 +110,35 @@ def build_predictor(
     fill_fan_in_weights(model)
     if cfg.model.fuse:
         model.fuse()
-    segmenter = build_segmenter(model, cfg.model.backend, mode=cfg.model.fast_mode)
+    segmenter = build_segmenter(model, cfg.model.backend, mode=cfg.model.fast_mode,
+                                threads=threads)
     shaped = ObjectShaped(segmenter, [Prompt(mask=ellipse_mask(image_hw, box_xyxy), obj_id=1)])
     return VideoPredictor(shaped, cfg, checkpoint_sha256=model_fingerprint(model))
 
 
-def _timed(results: Iterator[tuple[int, Any, Any]]) -> dict[int, float]:
-    """Seconds per yielded frame of a propagation generator (the wait for each frame)."""
-    seconds: dict[int, float] = {}
-    start = time.perf_counter()
+class _Clock:
+    """Wall and process CPU seconds since the last :meth:`lap` (or creation).
+
+    The CPU time (every thread of this process) barely moves when other processes share the
+    cores, where the wall time can grow several-fold; the report gives both.
+    """
+
+    def __init__(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def lap(self) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = (wall - self._wall, cpu - self._cpu)
+        self._wall, self._cpu = wall, cpu
+        return out
+
+
+def _timed(results: Iterator[tuple[int, Any, Any]]) -> dict[int, tuple[float, float]]:
+    """(wall, CPU) seconds per yielded frame of a propagation generator (each frame's wait)."""
+    seconds: dict[int, tuple[float, float]] = {}
+    clock = _Clock()
     for frame_idx, _, _ in results:
-        now = time.perf_counter()
-        seconds[frame_idx] = now - start
-        start = now
+        seconds[frame_idx] = clock.lap()
     return seconds
 
 
@@ -151,9 +170,10 @@ def measure_speed(
         clicks: timed clicks on stored frames.
 
     Returns:
-        Seconds per frame of each pass (``first_s``, ``again_s``: frame -> s), the
-        correction frame ``k``, the click seconds, and the encode and store counts of each
-        step (``first``, ``again``, ``clicks_counts``).
+        (wall, CPU) seconds of each step: per frame of each pass (``first_s``, ``again_s``:
+        frame -> seconds), the box, the correction and every click; the correction frame
+        ``k``; the encode and store counts of each step (``first``, ``again``,
+        ``clicks_counts``).
 
     Raises:
         ValueError: a video shorter than 4 frames.
@@ -165,17 +185,17 @@ def measure_speed(
             raise ValueError(f"predictor: needs 4 frames or more, the video has {n}")
         k = n // 2
         centre = [[float(box_xyxy[0] + box_xyxy[2]) / 2, float(box_xyxy[1] + box_xyxy[3]) / 2]]
-        start = time.perf_counter()
+        clock = _Clock()
         predictor.add_new_points_or_box(state, 0, 1, box=np.asarray(box_xyxy).tolist())
-        box_s = time.perf_counter() - start
+        box_s = clock.lap()
         before = _store_counts(predictor)
         first_s = _timed(predictor.propagate_in_video(state, 0, n - 1))
         first = _delta(_store_counts(predictor), before)
         # The correction: a click on a frame the first pass tracked (it refines that mask).
-        start = time.perf_counter()
+        clock = _Clock()
         predictor.add_new_points_or_box(state, k, 1, points=centre, labels=[1],
                                         clear_old_points=False)
-        correction_s = time.perf_counter() - start
+        correction_s = clock.lap()
         before = _store_counts(predictor)
         again_s = _timed(predictor.propagate_in_video(state, k, n - 1 - k))
         again = _delta(_store_counts(predictor), before)
@@ -186,9 +206,9 @@ def measure_speed(
         before = _store_counts(predictor)
         click_s = []
         for frame_idx in targets:
-            start = time.perf_counter()
+            clock = _Clock()
             predictor.add_new_points_or_box(state, frame_idx, 1, points=centre, labels=[1])
-            click_s.append(time.perf_counter() - start)
+            click_s.append(clock.lap())
         clicked = _delta(_store_counts(predictor), before)
     finally:
         predictor.close_state(state)
@@ -204,29 +224,36 @@ def speed_rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
     """
     n, k = measured["n"], measured["k"]
     same = [t for t in range(k + 1, n) if t in measured["first_s"] and t in measured["again_s"]]
-    first_ms = 1000 * statistics.median(measured["first_s"][t] for t in same)
-    again_ms = 1000 * statistics.median(measured["again_s"][t] for t in same)
-    click_ms = 1000 * statistics.median(measured["click_s"])
-    first, again, clicked = measured["first"], measured["again"], measured["clicks_counts"]
 
-    def row(step: str, frames: str, ms: float, counts: dict[str, int] | None,
-            ratio: float | None = None) -> dict[str, Any]:
-        return {"step": step, "frames": frames, "median_ms": round(ms, 1),
-                "vs_first_pass": None if ratio is None else round(ratio, 3),
+    def median_ms(times: Sequence[tuple[float, float]]) -> tuple[float, float]:
+        return (1000 * statistics.median(w for w, _ in times),
+                1000 * statistics.median(c for _, c in times))
+
+    first_ms = median_ms([measured["first_s"][t] for t in same])
+    again_ms = median_ms([measured["again_s"][t] for t in same])
+
+    def row(step: str, frames: str, ms: tuple[float, float], counts: dict[str, int] | None,
+            base: tuple[float, float] | None = None) -> dict[str, Any]:
+        return {"step": step, "frames": frames, "median_ms": round(ms[0], 1),
+                "cpu_ms": round(ms[1], 1),
+                "vs_first_pass": None if base is None else round(ms[0] / base[0], 3),
+                "cpu_vs_first_pass": None if base is None else round(ms[1] / base[1], 3),
                 "encodes": None if counts is None else counts["encodes"],
                 "store_memory_hits": None if counts is None else counts["memory_hits"],
                 "store_disk_hits": None if counts is None else counts["disk_hits"]}
 
     span = f"{k + 1}..{n - 1}"
     return [
-        row("box on frame 0 (encode + decode)", "0", 1000 * measured["box_s"], None),
-        row("first pass (encode + decode), per frame", span, first_ms, first, 1.0),
+        row("box on frame 0 (encode + decode)", "0", median_ms([measured["box_s"]]), None),
+        row("first pass (encode + decode), per frame", span, first_ms, measured["first"],
+            first_ms),
         row(f"correction click on frame {k} (stored)", str(k),
-            1000 * measured["correction_s"], None),
-        row(f"re-propagation from frame {k}, per frame", span, again_ms, again,
-            again_ms / first_ms),
+            median_ms([measured["correction_s"]]), None),
+        row(f"re-propagation from frame {k}, per frame", span, again_ms, measured["again"],
+            first_ms),
         row(f"click-to-mask on a stored frame (median of {len(measured['click_s'])})",
-            ",".join(str(t) for t in measured["click_frames"]), click_ms, clicked),
+            ",".join(str(t) for t in measured["click_frames"]),
+            median_ms(measured["click_s"]), measured["clicks_counts"]),
     ]
 
 
@@ -307,7 +334,8 @@ def measure_long(settings: dict[str, Any]) -> dict[str, Any]:
     predictor = build_predictor(checkpoint=settings["checkpoint"],
                                 image_hw=tuple(settings["image_hw"]), box_xyxy=box,
                                 fast_mode=settings["fast_mode"], backend=settings["backend"],
-                                overrides=settings["overrides"])
+                                overrides=settings["overrides"],
+                                threads=int(settings["threads"]))
     marks = set(settings["marks"])
     state = predictor.init_state(settings["folder"])
     predictor.add_new_points_or_box(state, 0, 1, box=box.tolist())
@@ -416,6 +444,7 @@ def bench_predictor(
     long_frames: int,
     long_distinct: int,
     long_mode: str,
+    long_memory_mb: float,
     sam2_frames: Sequence[int],
     backend: str,
     threads: int,
@@ -432,6 +461,7 @@ def bench_predictor(
         long_frames: frames of the memory run (0 skips it).
         long_distinct: distinct frames the long run loops over (each encoded once).
         long_mode: ``model.fast_mode`` of the long run.
+        long_memory_mb: ``store.memory_mb`` of the long run (per-frame states get 32 MiB).
         sam2_frames: frame counts of SAM 2's ``init_state`` runs (empty skips them).
         backend: ``model.backend``.
         threads: torch threads.
@@ -448,7 +478,7 @@ def bench_predictor(
                          np.float32)
         load = [os.getloadavg()[0]]
         predictor = build_predictor(checkpoint=checkpoint, image_hw=image_hw, box_xyxy=box,
-                                    backend=backend)
+                                    backend=backend, threads=threads)
         measured = measure_speed(predictor, speed_video, box, frames=frames, clicks=clicks)
         predictor.store.close()
         report.predictor.extend(speed_rows(measured))
@@ -456,7 +486,7 @@ def bench_predictor(
         ours: dict[int, float] = {}
         if long_frames > 0:
             folder = looped_folder(files[:long_distinct], long_frames, root / "long")
-            budgets = ["store.memory_mb=64", "store.state_memory_mb=32"]
+            budgets = [f"store.memory_mb={long_memory_mb:g}", "store.state_memory_mb=32"]
             long = _child("long", {
                 "folder": str(folder), "checkpoint": checkpoint, "image_hw": list(image_hw),
                 "box": box.tolist(), "fast_mode": long_mode, "backend": backend,

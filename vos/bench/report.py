@@ -120,6 +120,11 @@ def _predictor_targets(report: Report) -> None:
                                           f"<= {TARGET_REPROPAGATION_RATIO}",
                                           row["vs_first_pass"],
                                           row["vs_first_pass"] <= TARGET_REPROPAGATION_RATIO))
+            report.targets.append(_target("predictor re-propagation / first pass, per frame "
+                                          "(process CPU time)",
+                                          f"<= {TARGET_REPROPAGATION_RATIO}",
+                                          row["cpu_vs_first_pass"],
+                                          row["cpu_vs_first_pass"] <= TARGET_REPROPAGATION_RATIO))
             report.targets.append(_target("predictor frames encoded by the re-propagation",
                                           "0", row["encodes"], row["encodes"] == 0))
         if row["step"].startswith("click-to-mask"):

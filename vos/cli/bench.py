@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--only predictor: distinct frames the memory run loops over")
     parser.add_argument("--predictor-long-mode", default="exact",
                         help="--only predictor: fast mode of the memory run (default exact)")
+    parser.add_argument("--predictor-long-memory-mb", type=float, default=64.0,
+                        help="--only predictor: store.memory_mb of the memory run (small, so "
+                             "embeddings spill to disk and come back)")
     parser.add_argument("--sam2-frames", default="100,200,400",
                         help="--only predictor: frame counts of SAM 2's init_state runs "
                              "('' skips them)")
@@ -374,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                         long_frames=args.predictor_long_frames,
                         long_distinct=args.predictor_long_distinct,
                         long_mode=args.predictor_long_mode,
+                        long_memory_mb=args.predictor_long_memory_mb,
                         sam2_frames=[int(n) for n in _csv(args.sam2_frames)],
                         backend="auto" if args.backend == "all" else plan.default_backend,
                         threads=args.threads)
