@@ -23,7 +23,8 @@ from vos.config import RunConfig
 from vos.io.davis_png import read_palette_png
 from vos.io.sinks import decode_rle
 from vos.io.sources import open_source
-from vos.pipeline import OutputConflictError, PassPlan, merged, run_video, selected
+from vos.passes import PassPlan, merged, selected
+from vos.pipeline import OutputConflictError, run_video
 from vos.tracker import VideoTracker
 from vos.types import FrameResult, Prompt, PromptError
 
