@@ -33,6 +33,7 @@ from repvit_sam.runtime.backend_segmenter import BackendSegmenter
 from repvit_sam.runtime.fast_mode import EXACT, FastMode
 from repvit_sam.runtime.graphs import GraphCache
 from repvit_sam.runtime.onnx_segmenter import OnnxSegmenter
+from repvit_sam.runtime.precision import effective_mode, native_bf16
 from repvit_sam.runtime.roi import RoiSegmenter
 from repvit_sam.runtime.runners import (
     BACKENDS,
@@ -56,6 +57,8 @@ __all__ = [
     "backend_available",
     "build_segmenter",
     "default_backend",
+    "effective_mode",
+    "native_bf16",
     "resolve_backend",
 ]
 
@@ -92,7 +95,8 @@ def build_segmenter(
         backend: ``auto`` (the fastest installed on a CPU, the predictor on a GPU),
             ``predictor`` (the reference ``SamPredictor``), or a runtime name
             (``torch``, ``onnxruntime``, ``openvino``).
-        mode: the fast mode (typed, or its text form).
+        mode: the fast mode (typed, or its text form); ``bf16`` is dropped, with one log line,
+            on a device without native bf16 (:func:`effective_mode`).
         checkpoint: the file the model was loaded from (names the graph cache).
         threads: runtime threads (None: its default).
         calibration_frames: frames for the int8 encoder's first calibration.
@@ -103,7 +107,7 @@ def build_segmenter(
         ImportError: the backend is not installed.
         ValueError: an unknown backend, or a mode the backend cannot run.
     """
-    mode = FastMode.parse(mode)
+    mode = effective_mode(FastMode.parse(mode), model.device)
     backend = resolve_backend(backend, model.device)
     if backend == PREDICTOR and mode.is_exact:
         return SamPredictor(model)

@@ -3,6 +3,12 @@
 In its default, exact mode every backend computes the same function as ``SamPredictor`` up
 to float rounding, within the conformance tolerances of ``../shared/conformance``
 (``tests/repvit_sam/test_backends.py``).
+
+The ``bf16`` fast mode runs the encoder in bfloat16 on its backend (OpenVINO's inference
+precision, bf16 weights in PyTorch, autocast on CUDA; ONNX Runtime has no bf16 kernels on x86
+and stays float32) and the batched mask decoder in bf16 with float32 logits and IoU head
+(:class:`~repvit_sam.modeling.batched_decoder.BatchedMaskDecoder`); on hardware without native
+bf16 the segmenter runs float32 and logs one line (:mod:`repvit_sam.runtime.precision`).
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from repvit_sam.modeling.batched_decoder import BatchedMaskDecoder
 from repvit_sam.modeling.repvit import RepViT
 from repvit_sam.modeling.sam import Sam
 from repvit_sam.predictor import SamPredictor
 from repvit_sam.runtime.fast_mode import EXACT, FastMode
 from repvit_sam.runtime.graph_decoder import GraphDecoder
 from repvit_sam.runtime.graphs import GraphCache
+from repvit_sam.runtime.precision import effective_mode
 from repvit_sam.runtime.preprocess import preprocess, resample_to_grid
 from repvit_sam.runtime.runners import default_backend, default_decoder_backend, runtime
 from repvit_sam.segmenter import DecodePrompts, ImageEmbedding, MaskPrediction, SegmenterBase
@@ -42,6 +50,8 @@ class BackendSegmenter(SegmenterBase):
             fixed grid.
         mode: the fast mode (default exact), or its text form (``FastMode.parse``); not
             ``roi``, which :class:`repvit_sam.runtime.roi.RoiSegmenter` adds around this.
+            ``bf16`` is dropped (one log line) where the device lacks native bf16:
+            ``self.mode`` is the mode that runs.
         threads: threads for the backend (None: its default, one per core). For torch this
             sets ``torch.set_num_threads``, which is process-wide.
         torch_variant: how the torch encoder runs (``repvit_sam.runtime.runners.TorchEncoder``).
@@ -78,7 +88,7 @@ class BackendSegmenter(SegmenterBase):
         self.decoder_backend = decoder_backend or default_decoder_backend()
         self.runtime = runtime(self.backend)
         self.decoder_runtime = runtime(self.decoder_backend)
-        self.mode = FastMode.parse(mode)
+        self.mode = effective_mode(FastMode.parse(mode), model.device)
         if self.mode.roi:
             raise ValueError("fast mode roi: wrap the segmenter in RoiSegmenter (build_segmenter)")
         if self.mode.int8 and not self.runtime.runs_graphs:
@@ -96,6 +106,10 @@ class BackendSegmenter(SegmenterBase):
         if threads and "torch" in (self.backend, self.decoder_backend):
             torch.set_num_threads(int(threads))
         self.predictor = SamPredictor(model)
+        if self.mode.bf16:
+            self.predictor.batched_decoder = BatchedMaskDecoder(
+                model.prompt_encoder, model.mask_decoder, bf16=True
+            )
         self.pixel_mean = model.pixel_mean.detach().cpu().numpy().astype(np.float32)
         self.pixel_std = model.pixel_std.detach().cpu().numpy().astype(np.float32)
         self._cache = cache
@@ -112,6 +126,11 @@ class BackendSegmenter(SegmenterBase):
         dec = "" if self.decoder_backend == self.backend else f" dec={self.decoder_backend}"
         mode = "" if self.mode.is_exact else f" {self.mode.name}"
         return f"{enc}{dec}{mode}"
+
+    @property
+    def precision(self) -> str:
+        """``bf16`` in the bf16 fast mode (where the hardware has it), else ``f32``."""
+        return "bf16" if self.mode.bf16 else "f32"
 
     @property
     def device(self) -> torch.device:
@@ -134,7 +153,7 @@ class BackendSegmenter(SegmenterBase):
             if self._torch_encoder is None:
                 self._torch_encoder = self.runtime.encoder(
                     self.model.image_encoder, threads=self.threads, cache_dir=None,
-                    variant=self.torch_variant)
+                    variant=self.torch_variant, precision=self.precision)
             runner = self._torch_encoder
         else:
             if self.mode.int8:
@@ -148,7 +167,8 @@ class BackendSegmenter(SegmenterBase):
             else:
                 path = self.cache.encoder(input_hw)
             runner = self.runtime.encoder(path, threads=self.threads,
-                                          cache_dir=self.cache.openvino_dir, variant="")
+                                          cache_dir=self.cache.openvino_dir, variant="",
+                                          precision=self.precision)
         self._encoders[input_hw] = runner
         return runner
 
@@ -168,8 +188,8 @@ class BackendSegmenter(SegmenterBase):
 
     def _decoder(self) -> GraphDecoder:
         if self._graph_decoder is None:
-            session = self.decoder_runtime.decoder_session(self.cache.decoder(),
-                                                           threads=self.threads)
+            session = self.decoder_runtime.decoder_session(
+                self.cache.decoder(), threads=self.threads, precision=self.precision)
             self._graph_decoder = GraphDecoder(session, self.model.img_size, self.mask_threshold)
         return self._graph_decoder
 

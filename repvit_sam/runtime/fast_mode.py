@@ -13,8 +13,12 @@ Approximations trade exactness for speed and are never on by default:
 - ``roi``: encode only a square crop around the tracked objects
   (:class:`repvit_sam.runtime.roi.RoiSegmenter`); crops are never padded, so ``roi`` implies
   ``nopad`` for the encoder that sees them.
+- ``bf16``: the encoder and the mask decoder's transformer and upscaling compute in bfloat16
+  where the hardware has it (AVX512-BF16 or AMX on a CPU, any bf16 GPU); the decoder's final
+  logits and IoU head stay float32. On a CPU without native bf16 it runs float32 and says so
+  in one line (:mod:`repvit_sam.runtime.precision`).
 
-Modes combine with ``+`` (``size512+nopad``, ``roi+size512``). The text form is parsed once,
+Modes combine with ``+`` (``size512+nopad``, ``roi+size512``, ``bf16+roi+size512``). The text form is parsed once,
 by :meth:`FastMode.parse` (the config loader does it), and travels as this typed value.
 ``python -m vos.bench --agreement`` measures each mode's mask IoU against exact mode.
 """
@@ -46,6 +50,8 @@ class FastMode:
             pads only to a multiple of 16 (approximate, faster on non-square frames).
         int8: run a statically quantised encoder (approximate; graph backends only).
         roi: encode a crop around the tracked objects instead of the frame (approximate).
+        bf16: compute the encoder and most of the decoder in bfloat16 (approximate; float32
+            where the hardware lacks native bf16, see :mod:`repvit_sam.runtime.precision`).
 
     Raises:
         ValueError: ``input_size`` is not a positive multiple of 16.
@@ -55,6 +61,7 @@ class FastMode:
     pad_square: bool = True
     int8: bool = False
     roi: bool = False
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.input_size < ENCODER_STRIDE or self.input_size % ENCODER_STRIDE:
@@ -70,11 +77,14 @@ class FastMode:
 
     @property
     def name(self) -> str:
-        """Canonical text form, e.g. ``exact``, ``nopad``, ``size512+nopad+int8``, ``roi``.
+        """Canonical text form, e.g. ``exact``, ``nopad``, ``size512+nopad+int8``, ``roi``,
+        ``bf16+roi+size512``.
 
         ``roi`` modes leave out ``nopad``, which they imply.
         """
-        parts = ["roi"] if self.roi else []
+        parts = ["bf16"] if self.bf16 else []
+        if self.roi:
+            parts.append("roi")
         if self.input_size != MODEL_SIZE:
             parts.append(f"size{self.input_size}")
         if not self.pad_square and not self.roi:
@@ -88,7 +98,7 @@ class FastMode:
 
     @classmethod
     def parse(cls, text: str | FastMode) -> FastMode:
-        """``exact``, or ``+``-joined ``sizeS``, ``nopad``, ``int8``, ``roi``.
+        """``exact``, or ``+``-joined ``sizeS``, ``nopad``, ``int8``, ``roi``, ``bf16``.
 
         Raises:
             ValueError: on an unknown part or a size that is not a multiple of 16.
@@ -97,7 +107,7 @@ class FastMode:
             return text
         if not isinstance(text, str):
             raise ValueError(f"fast mode {text!r}: expected text such as 'exact' or 'size512+nopad'")
-        size, pad, int8, roi = MODEL_SIZE, True, False, False
+        size, pad, int8, roi, bf16 = MODEL_SIZE, True, False, False, False
         for part in text.strip().lower().split("+"):
             if part in ("exact", ""):
                 continue
@@ -107,14 +117,16 @@ class FastMode:
                 int8 = True
             elif part == "roi":
                 roi, pad = True, False
+            elif part == "bf16":
+                bf16 = True
             elif part.startswith("size") and part[4:].isdigit():
                 size = int(part[4:])
             else:
                 raise ValueError(
                     f"fast mode {text!r}: expected 'exact' or '+'-joined parts sizeS, nopad, "
-                    "int8, roi"
+                    "int8, roi, bf16"
                 )
-        return cls(input_size=size, pad_square=pad, int8=int8, roi=roi)
+        return cls(input_size=size, pad_square=pad, int8=int8, roi=roi, bf16=bf16)
 
     def without_roi(self) -> FastMode:
         """The mode of the encoder that sees the crops of a ``roi`` mode (never padded)."""

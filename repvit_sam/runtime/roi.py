@@ -22,6 +22,7 @@ decoded against a wrong embedding. An approximation like every fast mode: check 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,7 +207,7 @@ class RoiSegmenter(SegmenterWrapper):
         """The fast mode, e.g. ``roi+size512`` (the inner segmenter's, with ``roi``)."""
         inner = getattr(self.inner, "mode", None)
         inner = inner if isinstance(inner, FastMode) else FastMode(pad_square=False)
-        return FastMode(input_size=inner.input_size, pad_square=False, int8=inner.int8, roi=True)
+        return dataclasses.replace(inner, pad_square=False, roi=True)
 
     def stream_state(self) -> dict[str, np.ndarray]:
         """The boxes the next crop must hold (those seen since the last encode, or before)."""
