@@ -36,7 +36,7 @@ from vos.io.resume_state import (
     take_snapshot,
 )
 from vos.io.sinks import ResultSink, completed_frames
-from vos.io.sources import FrameSource, SourceError, prefetch
+from vos.io.sources import VIDEO_READERS, FrameSource, SourceError, SourceInfo, prefetch
 from vos.models import checkpoint_digest
 from vos.passes import DIRECTIONS, PassPlan, merged, selected
 from vos.tracker import VideoTracker
@@ -143,6 +143,7 @@ class VideoRunSummary:
     frames_tracked_all_runs: int = 0
     seconds_all_runs: float = 0.0
     frames_backward: int = 0
+    frames_read: int = 0
 
 
 def frame_names_for(source: FrameSource, num_frames: int) -> list[str]:
@@ -274,12 +275,12 @@ def _run_locked(
 
     info = source.info
     names = frame_names_for(source, num_frames)
-    done, snapshot = _earlier_progress(output_dir, fingerprint, names, overwrite)
+    done, snapshot = _earlier_progress(output_dir, fingerprint, names, overwrite, source=info)
     # Only now, with the folder locked and known to be ours, is anything written.
     write_text_atomic(
         output_dir / RUN_RECORD,
-        json.dumps({"fingerprint": fingerprint, "source": info.name, "num_frames": num_frames},
-                   indent=2),
+        json.dumps({"fingerprint": fingerprint, "source": info.name, "num_frames": num_frames,
+                    "reader": info.reader, "source_frames": info.num_frames}, indent=2),
     )
     dump_config(config, output_dir / "resolved_config.yaml",
                 checkpoint_sha256=checkpoint_digest(config.model))
@@ -317,6 +318,7 @@ def _run_locked(
                 # Frames complete before: only their overlay is drawn again (from the masks).
                 for frame_idx, frame in zip(range(done), frames, strict=False):
                     sink.replay(names[frame_idx], frame)
+                    run.read += 1
                     bar.update(1)
                 if snapshot is not None:
                     tracker.restore(snapshot.tracker)
@@ -334,6 +336,7 @@ def _run_locked(
                     sink.write(names[own.frame_idx], tracker.state.frame, result, state)
                     timer.add("write (queue)", time.perf_counter() - write_start)
                     run.processed += 1
+                    run.read += 1
                     bar.update(1)
                     bar.set_postfix(fps=f"{run.fps():.2f}", objects=len(result))
             except KeyboardInterrupt:
@@ -343,11 +346,15 @@ def _run_locked(
     except OSError:
         _write_summary(output_dir, num_frames, run, timer, totals, complete=False, quiet=True)
         raise
-    if not run.interrupted:
+    complete = not run.interrupted and run.read >= num_frames
+    if not run.interrupted and not complete:
+        # The source ended early (a reader that decodes fewer frames than it announced).
+        logger.warning("%s: the source gave %d of its %d frames; the run is incomplete",
+                       info.name, run.read, num_frames)
+    if complete:
         # Every frame is written: the backward results served their purpose.
         shutil.rmtree(backward_dir, ignore_errors=True)
-    summary = _write_summary(output_dir, num_frames, run, timer, totals,
-                             complete=not run.interrupted)
+    summary = _write_summary(output_dir, num_frames, run, timer, totals, complete=complete)
     if run.interrupted:
         raise KeyboardInterrupt
     return summary
@@ -471,6 +478,7 @@ class _RunProgress:
     start_time: float
     resumed: int
     processed: int = 0
+    read: int = 0  # frames the source gave this run (redrawn and tracked)
     backward: int = 0
     interrupted: bool = False
     _last: float = 0.0
@@ -517,7 +525,8 @@ class RunTotals:
 
 
 def _earlier_progress(
-    output_dir: Path, fingerprint: str, names: list[str], overwrite: bool
+    output_dir: Path, fingerprint: str, names: list[str], overwrite: bool,
+    source: SourceInfo | None = None,
 ) -> tuple[int, Snapshot | None]:
     """(frames already complete, the state after the last of them) of an earlier run here.
 
@@ -554,6 +563,8 @@ def _earlier_progress(
             f"{output_dir}: holds results of a different run (source, prompts or config "
             "differ); pass --overwrite or choose another --output"
         )
+    if source is not None:
+        _check_same_frames(output_dir, previous, source)
     done = completed_frames(output_dir, names)
     saved = latest_state(output_dir, before=done)
     if saved is None:
@@ -570,6 +581,25 @@ def _earlier_progress(
     # Frames after the newest state (states of big runs are saved every few frames) are
     # tracked again from it, and written again with the same bytes.
     return snapshot.frame_idx + 1, snapshot
+
+
+def _check_same_frames(output_dir: Path, previous: dict[str, Any], source: SourceInfo) -> None:
+    """Refuse to resume where the frames would be read otherwise (issue 23).
+
+    Another reader, or another frame count from the same file, can give other frames (decord
+    padded a stream-copy trim with copies of its last frame), so masks would pair with the
+    wrong frames. Records of earlier versions, without these keys, are not checked.
+    """
+    then_reader, then_frames = previous.get("reader") or "", previous.get("source_frames")
+    same_reader = not then_reader or not source.reader or then_reader == source.reader
+    if same_reader and (then_frames is None or then_frames == source.num_frames):
+        return
+    hint = f"pass --reader {then_reader}, " if then_reader in VIDEO_READERS else "pass "
+    raise OutputConflictError(
+        f"{output_dir}: holds results of {then_frames} frames read with {then_reader or '?'}; "
+        f"this run reads {source.num_frames} with {source.reader or '?'} (the frames may "
+        f"differ); {hint}--overwrite or choose another --output"
+    )
 
 
 def _write_summary(
@@ -599,6 +629,7 @@ def _write_summary(
         frames_tracked_all_runs=totals.frames,
         seconds_all_runs=totals.seconds,
         frames_backward=run.backward,
+        frames_read=run.read,
     )
     try:
         write_text_atomic(output_dir / SUMMARY, json.dumps(asdict(summary), indent=2))

@@ -25,7 +25,7 @@ READERS = [
 ]
 
 # Readers that convert YUV to RGB with their own code (not ffmpeg's swscale path) differ on
-# 10-bit input only: measured mean |diff| 1.47 (decord 0.6.0) and 1.79 (OpenCV 4.x) grey
+# 10-bit input only: measured mean |diff| 1.47 (decord 0.6.0) and 1.79 (OpenCV 5.1) grey
 # levels, largest at the chroma edges of the moving square; every 8-bit kind is exact.
 OWN_CONVERSION_MEAN_DIFF_MAX = {("decord", "10bit"): 2.5, ("opencv", "10bit"): 2.5}
 
