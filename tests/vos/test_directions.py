@@ -331,3 +331,17 @@ def test_backward_states_saved_every_few_frames_resume_to_the_same_bytes(
     run_dir(scene, folder, out, "both", segmenter=fake)
     assert fake.encode_calls[0] == 26 - saved[0] - 1, "tracked again from the newest state"
     assert outputs(out) == outputs(references["both"])
+
+
+def test_frames_backward_reads_in_forward_chunks(scene_and_frames) -> None:
+    from tests.vos.synthetic import frame_counter
+    from vos.pipeline import frames_backward
+
+    scene, folder = scene_and_frames
+    with open_source(folder) as source:
+        # chunk_bytes=1: chunks of 8 frames (the least), so 25..2 spans four of them.
+        frames = list(frames_backward(source, 2, 25, chunk_bytes=1))
+        assert [frame_counter(f) for f in frames] == list(range(25, 1, -1))
+        for frame, t in zip(frames, range(25, 1, -1), strict=True):
+            np.testing.assert_array_equal(frame, scene.frames[t])
+        assert [frame_counter(f) for f in frames_backward(source, 0, 0)] == [0]
