@@ -232,13 +232,15 @@ def test_realtime_file_camera_drops_frames_and_bounds_latency(clip: Path, tmp_pa
 
     pngs = sorted((out / "masks").glob("*.png"))
     assert len(pngs) == stats.frames_processed == len(list((out / "json").glob("*.json")))
-    assert pngs[-1].stem == f"{NUM_FRAMES - 1:06d}"  # named by capture index
+    assert pngs[-1].stem == f"{NUM_FRAMES - 1:05d}"  # named by capture index, as video mode
     cap = cv2.VideoCapture(str(out / OVERLAY_NAME))
     count = 0
     while cap.read()[0]:
         count += 1
     cap.release()
-    assert count == stats.frames_processed
+    # Timed by capture time: dropped frames hold the previous overlay, so the overlay lasts
+    # about as long as the capture did (within a frame or two of the pacing thread's jitter).
+    assert stats.frames_processed < count and abs(count - (session.frame.index + 1)) <= 3
 
 
 def test_no_realtime_processes_every_frame(clip: Path) -> None:
@@ -314,7 +316,7 @@ def test_window_loop_applies_mouse_boxes_and_keys(tmp_path: Path) -> None:
     assert 1 in counts and counts[-1] == 0      # removed, re-added, reset
     assert session.tracker.tracks == {}
     assert session.tracker.state.next_obj_id == 1  # reset restarts ids
-    assert (tmp_path / "snap" / "masks" / "000003.png").is_file()
+    assert (tmp_path / "snap" / "masks" / "00003.png").is_file()
     assert app.snapshots_saved == 1
     overlay = window.shown[2]  # the redraw right after the box: the square is coloured
     assert not np.array_equal(overlay[48, x + 8], render(1)[48, x + 8])

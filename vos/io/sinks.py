@@ -439,6 +439,7 @@ class ResultSink:
         self.overlap = overlap
         self._writer = AsyncWriter()
         self._video = VideoWriter(self.output_dir / OVERLAY_NAME, image_hw, fps) if save_video else None
+        self._last_overlay: np.ndarray | None = None  # touched on the writer thread only
         self.frames_written = 0
 
     @property
@@ -468,6 +469,23 @@ class ResultSink:
         record = frame_record(result, frame_name) if self.save_json else None
         self._writer.submit(lambda: self._write_files(frame_name, frame, index, record, snapshot))
 
+    def repeat_overlay(self, count: int) -> None:
+        """Show the last written frame's overlay for ``count`` more frame periods.
+
+        A live recording fills the capture time of the frames it dropped with it, so the
+        overlay plays at the pace the frames were captured (issue 23).
+        """
+        if self._video is None or count <= 0:
+            return
+        video = self._video
+
+        def repeat() -> None:
+            if self._last_overlay is not None:
+                for _ in range(count):
+                    video.write(self._last_overlay)
+
+        self._writer.submit(repeat)
+
     def replay(self, frame_name: str, frame: np.ndarray) -> None:
         """Re-render the overlay of a frame completed by an earlier (interrupted) run."""
         if self._video is None:
@@ -496,7 +514,8 @@ class ResultSink:
         if snapshot is not None:
             prune_states(self.output_dir, keep_from=snapshot.frame_idx)
         if self._video is not None:
-            self._video.write(draw_overlay(frame, index))
+            self._last_overlay = draw_overlay(frame, index)
+            self._video.write(self._last_overlay)
         self.frames_written += 1
 
     def close(self) -> None:

@@ -29,8 +29,8 @@ SNAPSHOT_DIR = "snapshots"
 
 
 def frame_name(index: int) -> str:
-    """File stem of a capture index (zero-padded; gaps mark dropped frames)."""
-    return f"{index:06d}"
+    """File stem of a capture index (5 digits as in video mode; gaps mark dropped frames)."""
+    return f"{index:05d}"
 
 
 class LiveApp:
@@ -79,6 +79,7 @@ class LiveApp:
         self._paused_since: float | None = None
         self._paused_seconds = 0.0
         self._first_timestamp: float | None = None
+        self._overlay_frames = 0  # frame periods the recorder's overlay holds so far
 
     @property
     def stats(self) -> LiveStats:
@@ -156,8 +157,22 @@ class LiveApp:
             if self.recorder is not None:
                 # Written after the window step so that prompts given on this frame count.
                 assert self.session.result is not None
+                self._pace_overlay(captured.timestamp)
                 self.recorder.write(frame_name(captured.index), captured.image,
                                     self.session.result)
+
+    def _pace_overlay(self, timestamp: float) -> None:
+        """Hold the previous overlay frame over the capture time of the dropped frames.
+
+        The overlay is encoded at the camera's fps; without this, 10 frames processed out of
+        1.3 s of capture played in 0.33 s (issue 23). Time spent paused is left out.
+        """
+        assert self.recorder is not None and self._first_timestamp is not None
+        elapsed = timestamp - self._first_timestamp - self._paused_seconds
+        due = round(elapsed * self.camera.info.fps)
+        if due > self._overlay_frames:
+            self.recorder.repeat_overlay(due - self._overlay_frames)
+        self._overlay_frames = max(due, self._overlay_frames) + 1
 
     def _interact(self, wait_ms: int) -> None:
         """Show the current view, then apply keys and finished mouse prompts."""
