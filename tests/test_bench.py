@@ -127,6 +127,7 @@ def test_predictor_section_tables_on_a_tiny_video(tmp_path: Path) -> None:
     predictor = VideoPredictor(FakeSegmenter(scene))
     box = np.array([20, 32, 40, 48], np.float32)
     measured = measure_speed(predictor, str(folder), box, frames=10, clicks=3)
+    predictor.store.close()
     rows = {row["step"].split(" ")[0]: row for row in speed_rows(measured)}
 
     # Frame 0 was encoded by the box; the first pass encodes frames 1..9, the re-propagation
@@ -159,3 +160,52 @@ def test_predictor_section_tables_on_a_tiny_video(tmp_path: Path) -> None:
     markdown = render_markdown(report)
     assert "## Video predictor, SAM 2's API" in markdown
     assert "## Video predictor memory over a long video" in markdown
+
+
+def test_bf16_rows_sit_beside_float32_where_the_cpu_has_bf16(tmp_path: Path) -> None:
+    from repvit_sam.runtime import native_bf16
+
+    out = tmp_path / "bench"
+    code = bench_cli.main(
+        ["--quick", "--only", "encoder,decoder", "--precisions", "f32,bf16", "--threads", "1",
+         "--backend", "torch", "--output", str(out)]
+    )
+    assert code == 0
+    report = json.loads((out / "bench.json").read_text())
+    precisions = [(r["input"], r["precision"]) for r in report["encoder"]]
+    decoders = {r["backend"] for r in report["decoder"]}
+    if native_bf16("cpu")[0]:
+        # The backend timed in float32, then in bf16, on the same inputs.
+        assert precisions == [("256x256", "f32"), ("192x256", "f32"),
+                              ("256x256", "bf16"), ("192x256", "bf16")]
+        assert decoders == {"torch", "torch bf16", "torch[reference]"}
+        assert any(t["target"] == "decoder per extra object, bf16 / f32"
+                   for t in report["targets"])
+    else:
+        assert {p for _, p in precisions} == {"f32"}
+        assert "torch bf16" not in decoders
+        assert any("no native bf16" in note for note in report["notes"])
+
+
+def test_bf16_targets_compare_rows_of_one_run() -> None:
+    from vos.bench.report import Report, check_targets
+
+    report = Report(machine={"malloc": "retained"})
+    for precision, seconds in (("f32", 0.8), ("bf16", 0.36)):
+        report.encoder.append({"model": "repvit", "backend": "openvino", "input": "1024x1024",
+                               "precision": precision, "median_s": seconds,
+                               "gemm_fraction": 0.5, "malloc": "retained"})
+    for backend, per_object in (("torch", 20.0), ("torch bf16", 12.0)):
+        for count in (1, 8):
+            report.decoder.append({"backend": backend, "objects": count, "malloc": "retained",
+                                   "median_ms": 10.0 + per_object * count})
+    report.objects += [{"mode": "bf16", "objects": 1, "frame_ms": 400.0, "peak_rss_mb": 600.0},
+                       {"mode": "bf16", "objects": 100, "frame_ms": 1100.0,
+                        "peak_rss_mb": 900.0}]
+    check_targets(report, "openvino")
+    targets = {t["target"]: t for t in report.targets}
+    assert targets["encoder 1024 bf16 / f32 (openvino)"]["measured"] == 0.45
+    assert targets["decoder per extra object, bf16 / f32"]["measured"] == 0.6
+    assert targets["frame 100 objects / 1 object (bf16)"]["measured"] == 2.75
+    # The exact-mode encoder target reads the float32 row only.
+    assert targets["encoder 1024 exact, default backend (openvino) [s]"]["measured"] == 0.8

@@ -247,6 +247,16 @@ def _openvino_compile(
                               "INFERENCE_PRECISION_HINT": precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
+    if precision == "bf16":
+        try:
+            return core.compile_model(str(path), "CPU", config)
+        except RuntimeError as exc:
+            # OpenVINO refuses bf16 when its oneDNN is capped below bf16 (measured with
+            # ONEDNN_MAX_CPU_ISA=AVX2 on an AMX CPU): float32, said once.
+            reason = [line for line in str(exc).splitlines() if line.strip()][-1:] or ["?"]
+            _warn_once(f"openvino cannot compile in bf16 here ({reason[0].strip()}): "
+                       "its graphs run float32")
+            config["INFERENCE_PRECISION_HINT"] = "f32"
     return core.compile_model(str(path), "CPU", config)
 
 

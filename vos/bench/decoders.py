@@ -29,11 +29,14 @@ def bench_decoders(
     threads: int,
     warmup: int,
     repeats: int,
+    precisions: Sequence[str] = ("f32",),
 ) -> None:
     """Decoder rows: each backend x number of objects, one batched call per frame.
 
     ``torch`` is ``SamPredictor.decode``'s default ``BatchedMaskDecoder``; ``torch[reference]``
-    is SAM's ``MaskDecoder`` path, timed alongside as the baseline it replaces.
+    is SAM's ``MaskDecoder`` path, timed alongside as the baseline it replaces. With ``bf16``
+    precision, ``torch bf16`` is the ``bf16`` fast mode's decoder (bf16 transformer and
+    upscaling, float32 logits and IoU head), timed right after float32 on the same embedding.
 
     Args:
         report: gets one ``decoder`` row per backend and object count.
@@ -45,6 +48,8 @@ def bench_decoders(
         threads: runtime threads.
         warmup: untimed calls before timing.
         repeats: timed calls.
+        precisions: ``f32`` and/or ``bf16`` (the torch decoder only; skipped, with a note,
+            without native bf16).
     """
     image_hw = (frame.shape[0], frame.shape[1])
     reference = BackendSegmenter(model, backend="torch", torch_variant="fused", threads=threads)
@@ -58,6 +63,12 @@ def bench_decoders(
         )
         seg.prepare(image_hw)
         decoders.append((backend, seg))
+        if backend == "torch" and "bf16" in precisions:
+            bf16 = BackendSegmenter(model, backend="torch", threads=threads, mode="bf16")
+            if bf16.mode.bf16:
+                decoders.append(("torch bf16", bf16))
+            else:
+                report.notes.append("decoder bf16: no native bf16 on this machine, not timed")
         if backend == "torch":
             decoders.append(("torch[reference]", SamPredictor(model, decoder="reference")))
     for name, seg in decoders:

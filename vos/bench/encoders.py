@@ -1,4 +1,5 @@
-"""The encoder section: every model x backend x input shape, against the GEMM bound."""
+"""The encoder section: every model x backend x input shape (x precision), against the GEMM
+bound."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from repvit_sam import Sam
-from repvit_sam.runtime import BackendSegmenter, FastMode
+from repvit_sam.runtime import BackendSegmenter, FastMode, native_bf16
 from repvit_sam.runtime.preprocess import preprocess
 from vos.bench.report import Report, backend_column
 from vos.bench.timing import encoder_gflops, time_call
@@ -17,15 +18,31 @@ from vos.bench.timing import encoder_gflops, time_call
 logger = logging.getLogger(__name__)
 
 
-def encoder_configs(backends: Sequence[str], torch_variants: Sequence[str]) -> list[dict]:
-    """(backend, torch_variant) pairs to time, torch variants first."""
+def encoder_configs(
+    backends: Sequence[str], torch_variants: Sequence[str], precisions: Sequence[str] = ("f32",)
+) -> list[dict]:
+    """(backend, torch_variant, mode) sets to time, torch variants first; each precision of
+    a backend right after the other, so f32 and bf16 run side by side.
+
+    ``bf16`` is timed where it can gain: on native bf16 hardware, not on ONNX Runtime (no
+    bf16 kernels on x86), and on the first torch variant only.
+    """
     configs = []
     for backend in backends:
-        if backend == "torch":
-            configs += [{"backend": "torch", "torch_variant": v} for v in torch_variants]
-        else:
-            configs.append({"backend": backend, "torch_variant": "fused"})
+        variants = list(torch_variants) if backend == "torch" else ["fused"]
+        for variant in variants:
+            for precision in precisions:
+                if precision == "bf16" and not _times_bf16(backend, variant, torch_variants):
+                    continue
+                configs.append({"backend": backend, "torch_variant": variant,
+                                "mode": FastMode(bf16=precision == "bf16")})
     return configs
+
+
+def _times_bf16(backend: str, variant: str, torch_variants: Sequence[str]) -> bool:
+    if backend == "onnxruntime" or not native_bf16("cpu")[0]:
+        return False
+    return backend != "torch" or variant == torch_variants[0]
 
 
 def encoder_shapes(sizes: Sequence[int], image_hw: tuple[int, int]) -> list[tuple[str, FastMode]]:
@@ -55,7 +72,8 @@ def bench_encoders(
     Args:
         report: gets one ``encoder`` row per timing (its ``gemm_gflops`` must be measured).
         models: name -> (model, checkpoint it was loaded from or None).
-        configs: ``BackendSegmenter`` keyword sets (see :func:`encoder_configs`).
+        configs: ``BackendSegmenter`` keyword sets (see :func:`encoder_configs`); a set's
+            ``mode`` gives the precision, the shapes the input geometry.
         shapes: (label, mode) pairs (see :func:`encoder_shapes`).
         frame: (H, W, 3) uint8 RGB frame, pre-processed as each mode does.
         threads: runtime threads.
@@ -69,6 +87,8 @@ def bench_encoders(
             for label, mode in shapes:
                 if model_name != "repvit" and not mode.is_exact:
                     continue  # the ViT encoders take only their trained 1024 input
+                if seg.mode.bf16 and model_name != "repvit":
+                    continue  # bf16 is a fast mode of repvit's
                 x = preprocess(frame, mode, seg.pixel_mean, seg.pixel_std)
                 input_hw = (x.shape[2], x.shape[3])
                 key = (model_name, input_hw)
@@ -82,6 +102,7 @@ def bench_encoders(
                     {
                         "model": model_name,
                         "backend": backend_column(seg),
+                        "precision": seg.precision,
                         "input": f"{input_hw[0]}x{input_hw[1]}",
                         "shape": label,
                         "gflops": round(gflops, 1),

@@ -23,6 +23,10 @@ TARGET_FAST_FPS = 5.0
 # Issue #14: 100 objects cost at most 2.5x one object per frame; 254 objects fit in 2 GB.
 TARGET_OBJECTS_RATIO = 2.5
 TARGET_OBJECTS_RSS_MB = 2048
+# Issue #21 (native bf16 CPU): bf16 encoder <= 0.55x float32's; decoder per extra object
+# <= 0.5x float32's.
+TARGET_BF16_ENCODER_RATIO = 0.55
+TARGET_BF16_DECODER_RATIO = 0.5
 # Issue #19: re-propagation per frame at most 0.15x the first pass, a click on a stored frame
 # within 100 ms, and RSS flat over a long video (growth after 250 frames within 5%).
 TARGET_REPROPAGATION_RATIO = 0.15
@@ -66,6 +70,7 @@ def check_targets(report: Report, default_backend: str) -> None:
     exact_1024 = [
         r for r in report.encoder
         if r["model"] == "repvit" and r["input"] == "1024x1024" and r.get("malloc") == report.malloc
+        and r.get("precision", "f32") == "f32"
     ]
     default_rows = [r for r in exact_1024 if r["backend"].startswith(default_backend)]
     if default_rows:
@@ -105,11 +110,48 @@ def check_targets(report: Report, default_backend: str) -> None:
         targets.append(_target("peak RSS with 254 objects [MB]", f"<= {TARGET_OBJECTS_RSS_MB}",
                                rss, rss <= TARGET_OBJECTS_RSS_MB))
     _predictor_targets(report)
+    _bf16_targets(report)
     fast_rows = [r for r in report.loop if r["mode"] != "exact"]
     if fast_rows:
         best = max(fast_rows, key=lambda r: r["fps"])
         targets.append(_target(f"best fast mode loop FPS ({best['mode']}, {best['backend']})",
                                f">= {TARGET_FAST_FPS}", best["fps"], best["fps"] >= TARGET_FAST_FPS))
+
+
+def _bf16_targets(report: Report) -> None:
+    """Issue #21's targets: bf16 against float32 rows of this run (native bf16 only)."""
+    f32_encoders = {(r["backend"], r["input"]): r["median_s"] for r in report.encoder
+                    if r["model"] == "repvit" and r.get("precision") == "f32"}
+    for row in report.encoder:
+        base = f32_encoders.get((row["backend"], row["input"]))
+        if row.get("precision") == "bf16" and row["input"] == "1024x1024" and base:
+            ratio = round(row["median_s"] / base, 2)
+            report.targets.append(_target(f"encoder 1024 bf16 / f32 ({row['backend']})",
+                                          f"<= {TARGET_BF16_ENCODER_RATIO}", ratio,
+                                          ratio <= TARGET_BF16_ENCODER_RATIO))
+    per_object: dict[str, float] = {}
+    for backend in ("torch", "torch bf16"):
+        times = {r["objects"]: r["median_ms"] for r in report.decoder
+                 if r["backend"] == backend and r.get("malloc") == report.malloc}
+        counts = sorted(times)
+        if len(counts) >= 2:
+            per_object[backend] = (times[counts[-1]] - times[counts[0]]) / (counts[-1] - counts[0])
+    if len(per_object) == 2 and per_object["torch"] > 0:
+        ratio = round(per_object["torch bf16"] / per_object["torch"], 2)
+        report.targets.append(_target("decoder per extra object, bf16 / f32",
+                                      f"<= {TARGET_BF16_DECODER_RATIO}", ratio,
+                                      ratio <= TARGET_BF16_DECODER_RATIO))
+    by_count = {r["objects"]: r for r in report.objects if r["mode"] == "bf16"}
+    if 1 in by_count and 100 in by_count:
+        ratio = round(by_count[100]["frame_ms"] / by_count[1]["frame_ms"], 2)
+        report.targets.append(_target("frame 100 objects / 1 object (bf16)",
+                                      f"<= {TARGET_OBJECTS_RATIO}", ratio,
+                                      ratio <= TARGET_OBJECTS_RATIO))
+    if 254 in by_count:
+        rss = by_count[254]["peak_rss_mb"]
+        report.targets.append(_target("peak RSS with 254 objects, bf16 [MB]",
+                                      f"<= {TARGET_OBJECTS_RSS_MB}", rss,
+                                      rss <= TARGET_OBJECTS_RSS_MB))
 
 
 def _predictor_targets(report: Report) -> None:

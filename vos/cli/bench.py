@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"'all' installed, or comma-separated of {','.join(BACKENDS)}")
     parser.add_argument("--torch-variants", default=",".join(TORCH_VARIANTS),
                         help=f"torch encoder variants to time ({','.join(TORCH_VARIANTS)})")
+    parser.add_argument("--precisions", default="f32",
+                        help="encoder and decoder precisions to time side by side: f32, bf16 "
+                             "(bf16 where the CPU has it natively; e.g. f32,bf16)")
     parser.add_argument("--sizes", default="1024,768,512",
                         help="square encoder input sizes to time (1024 is exact)")
     parser.add_argument("--objects", default="1,4,8,16",
@@ -85,10 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--objects-frames", type=int, default=4,
                         help="frames per object-scaling run (frame 0 adds the objects)")
     parser.add_argument("--objects-mode", default="exact",
-                        help="fast mode of the object-scaling runs (default exact)")
+                        help="fast mode(s) of the object-scaling runs, comma-separated "
+                             "(default exact; e.g. exact,bf16 side by side)")
     parser.add_argument("--predictor-frames", type=int, default=16,
                         help="--only predictor: frames of the first pass (the correction goes "
-                             "on the middle one)")
+                             "on the middle one; 0 skips the speed rows)")
     parser.add_argument("--predictor-clicks", type=int, default=7,
                         help="--only predictor: timed clicks on stored frames")
     parser.add_argument("--predictor-long-frames", type=int, default=2000,
@@ -199,8 +203,13 @@ def plan_run(args: argparse.Namespace) -> BenchPlan:
         raise UsageError(f"unknown model(s) {unknown}; expected some of {SEED_MODELS}")
     try:
         modes = [FastMode.parse(text) for text in _csv(args.modes)]
+        for text in _csv(args.objects_mode):
+            FastMode.parse(text)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    unknown_precisions = set(_csv(args.precisions)) - {"f32", "bf16"}
+    if unknown_precisions:
+        raise UsageError(f"--precisions: expected f32 and/or bf16, got {sorted(unknown_precisions)}")
     video = args.video
     if video is None and not args.quick and DEFAULT_VIDEO.exists():
         video = str(DEFAULT_VIDEO)
@@ -279,11 +288,12 @@ def run_model_sections(
     timing = {"threads": args.threads, "warmup": args.warmup, "repeats": args.repeats}
     torch_variants = _csv(args.torch_variants)
     shapes = encoder_shapes([int(s) for s in _csv(args.sizes)], (frame.shape[0], frame.shape[1]))
-    bench_encoders(report, models, encoder_configs(plan.backends, torch_variants), shapes,
-                   frame, **timing)
+    precisions = _csv(args.precisions)
+    bench_encoders(report, models, encoder_configs(plan.backends, torch_variants, precisions),
+                   shapes, frame, **timing)
     model, checkpoint = models.get("repvit") or next(iter(models.values()))
     bench_decoders(report, model, checkpoint, plan.backends, frame,
-                   [int(n) for n in _csv(args.objects)], **timing)
+                   [int(n) for n in _csv(args.objects)], precisions=precisions, **timing)
     if args.compare_malloc and report.malloc == "retained" and "torch" in plan.backends:
         compare_malloc(report, malloc_child_args(args, plan))
 
@@ -360,10 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.agreement and "repvit" in models:
         run_agreement(report, args, plan, models, recipe, frames, boxes)
     if "objects" in only:
-        bench_objects(report, [int(n) for n in _csv(args.objects)], video=plan.video,
-                      frames=args.objects_frames, checkpoint=plan.checkpoints.get("repvit"),
-                      backend="auto" if args.backend == "all" else plan.default_backend,
-                      fast_mode=args.objects_mode, threads=args.threads)
+        for objects_mode in _csv(args.objects_mode):
+            bench_objects(report, [int(n) for n in _csv(args.objects)], video=plan.video,
+                          frames=args.objects_frames, checkpoint=plan.checkpoints.get("repvit"),
+                          backend="auto" if args.backend == "all" else plan.default_backend,
+                          fast_mode=objects_mode, threads=args.threads)
     if "uvo" in only and "repvit" in models:
         run_uvo_section(report, models["repvit"][0])
     if "amg" in only:
