@@ -175,3 +175,8 @@ def test_prompt_plan_numbers_objects_without_ids() -> None:
     plan = prompt_plan([Prompt(box_xyxy=box), Prompt(box_xyxy=box), Prompt(mask=mask, obj_id=1)],
                        0, {4: [Prompt(box_xyxy=box, obj_id=3)]})
     assert {t: [p.obj_id for p in ps] for t, ps in plan.items()} == {0: [2, 4, 1], 4: [3]}
+
+    with pytest.raises(PromptError, match="object 1: prompted on frame 0 by --init-mask and by"):
+        prompt_plan([Prompt(mask=mask, obj_id=1)], 0, {0: [Prompt(box_xyxy=box, obj_id=1)]})
+    assert list(prompt_plan([Prompt(mask=mask, obj_id=1)], 0,
+                            {2: [Prompt(box_xyxy=box, obj_id=1)]})) == [0, 2]  # a correction

@@ -60,7 +60,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Track the prompted objects through the video; print the end-of-run table."""
     from vos.io.lock import FolderLock
-    from vos.io.prompt_input import check_prompts, prompts_from_file, prompts_from_flags
+    from vos.io.prompt_input import (
+        check_prompts,
+        prompt_plan,
+        prompts_from_file,
+        prompts_from_flags,
+    )
     from vos.io.sources import open_source
     from vos.models import build_segmenter, check_model_config
     from vos.pipeline import run_video
@@ -87,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"{args.source}: the frame count is unknown; --prompts needs "
                                  "it (give --max-frames)")
             file_prompts = prompts_from_file(args.prompts, image_hw, min(known))
+            prompt_plan(prompts, args.init_frame, file_prompts)  # no object prompted twice
         check_model_config(cfg.model)
         # One run per folder, refused at once; the pipeline keeps the same lock.
         with FolderLock(output):

@@ -361,11 +361,19 @@ def prompt_plan(
 
     Returns:
         frame_idx -> the prompts on that frame, every one with an ``obj_id``.
+
+    Raises:
+        PromptError: an object prompted on one frame by both an ``--init-*`` flag and the file.
     """
     by_frame: dict[int, list[Prompt]] = {}
     if init_prompts:
         by_frame[init_frame] = list(init_prompts)
+    init_ids = {p.obj_id for p in init_prompts if p.obj_id is not None}
     for frame, prompts in (file_prompts or {}).items():
+        twice = sorted(p.obj_id for p in prompts if frame == init_frame and p.obj_id in init_ids)
+        if twice:
+            raise PromptError(f"object {twice[0]}: prompted on frame {frame} by --init-mask and "
+                              "by --prompts; give one prompt per object and frame")
         by_frame.setdefault(frame, []).extend(prompts)
     given = {p.obj_id for ps in by_frame.values() for p in ps if p.obj_id is not None}
     next_id = 1
