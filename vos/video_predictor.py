@@ -40,6 +40,8 @@ Deviations from SAM 2, each on purpose:
   earliest, so that every object enters the backward pass at its own frame (with all prompts
   on one frame, as in SAM 2's notebook, the two are the same).
 - New objects may be added after tracking started (SAM 2 asks for ``reset_state``).
+- Negative clicks alone are a prompt only where the object already has a mask on that frame
+  (they refine it); on a frame where it has none they select nothing, and are refused.
 - ``obj_id`` is any int; the tracker numbers objects 1, 2, ... in the order they were added,
   and overlaps between objects are resolved by the tracker's rule (``tracker.overlap``).
 - Frames are read lazily and never all loaded; ``offload_video_to_cpu``,
@@ -499,8 +501,8 @@ class VideoPredictor:
 
         Args:
             strict: raise on an unknown obj_id (else return unchanged).
-            need_output: also return the logits of every frame that holds prompts of the
-                remaining objects.
+            need_output: also return the logits of every frame where the removed object
+                had prompts (the remaining objects' masks there).
 
         Returns:
             ``(obj_ids, updated_frames)``: the remaining ids and ``[(frame_idx, masks)]``.
@@ -514,6 +516,12 @@ class VideoPredictor:
                 raise RuntimeError(f"Cannot remove object id {obj_id} as it doesn't exist. "
                                    f"All existing object ids: {state.obj_ids}.")
             return list(state.obj_ids), []
+        # SAM 2's updated frames: those where the removed object had prompts (the others'
+        # masks there may change). Removing the last object resets the session, as there.
+        touched = sorted(t for t, objs in state.prompted.items() if obj_id in objs)
+        if len(state.obj_ids) == 1:
+            self.reset_state(state)
+            return [], []
         state.obj_ids.remove(obj_id)
         del state.track_ids[obj_id]
         for table in (state.prompts, state.prompted):
@@ -527,7 +535,7 @@ class VideoPredictor:
             record.valid_end = 0
         updated: list[tuple[int, torch.Tensor]] = []
         if need_output:
-            updated = [(t, self._frame_logits(state, t)) for t in sorted(state.prompted)]
+            updated = [(t, self._frame_logits(state, t)) for t in touched]
         return list(state.obj_ids), updated
 
     # ------------------------------------------------------------------ propagation

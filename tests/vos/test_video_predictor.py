@@ -210,7 +210,8 @@ def test_remove_clear_and_reset(scene_folder) -> None:
     predictor.add_new_points_or_box(state, 3, 2, box=box_of(scene.gt_masks[3, 1]))
     list(predictor.propagate_in_video(state))
     obj_ids, updated = predictor.remove_object(state, 1)
-    assert obj_ids == [2] and [t for t, _ in updated] == [3]
+    # SAM 2's updated frames: where the removed object had prompts.
+    assert obj_ids == [2] and [t for t, _ in updated] == [0]
     assert updated[0][1].shape == (1, 1, *HW)
     assert predictor.remove_object(state, 99) == ([2], [])
     with pytest.raises(RuntimeError, match="Cannot remove object id 99"):
@@ -222,6 +223,10 @@ def test_remove_clear_and_reset(scene_folder) -> None:
         list(predictor.propagate_in_video(state))
     predictor.reset_state(state)
     assert state["obj_ids"] == [] and state["num_frames"] == NUM_FRAMES
+    # Removing the last object resets the session (SAM 2 does the same).
+    predictor.add_new_points_or_box(state, 0, 1, box=box_of(scene.gt_masks[0, 0]))
+    assert predictor.remove_object(state, 1) == ([], [])
+    assert not state.prompted and not state.prompts
 
 
 def test_add_new_mask_and_normalized_coordinates(scene_folder) -> None:

@@ -449,9 +449,6 @@ def test_remove_object_and_reset_match_sam2(transcripts: tuple[Transcript, Trans
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "remove_object's updated_frames: SAM 2 returns the frames where the removed object had "
-    "prompts; ours returns the frames holding the remaining objects' prompts"))
 def test_remove_object_updates_the_removed_objects_frames(
         transcripts: tuple[Transcript, Transcript]) -> None:
     ours, theirs = transcripts
