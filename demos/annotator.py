@@ -523,6 +523,7 @@ class Session:
 
     def _run(self, op: dict[str, Any]) -> None:
         """Apply ``op`` live and log it (only once it succeeded)."""
+        self._check_idle()  # at once, rather than after waiting for the job's lock
         with self.lock:
             self._check_idle()
             self._check_ops()
@@ -535,6 +536,7 @@ class Session:
 
     def add_object(self, name: str | None = None) -> int:
         """A new object id (not yet on any frame)."""
+        self._check_idle()
         with self.lock:
             self._check_idle()
             self._check_ops()
@@ -601,7 +603,9 @@ class Session:
         has one: two logged calls, clear then add, so replay does the same.
         """
         frame_idx, obj_id = self._check_frame(frame_idx), self._check_obj(obj_id)
+        self._check_idle()
         with self.lock:
+            self._check_idle()
             entry = self.prompts.get((frame_idx, obj_id))
             if entry is None:
                 raise AnnotatorError("nothing to undo: the object has no prompt on this frame")
@@ -661,6 +665,7 @@ class Session:
             raise AnnotatorError("direction: expected forward, backward or both")
         if start is not None:
             start = self._check_frame(start)
+        self._check_idle()
         with self.lock:
             self._check_idle()
             if not self.state.prompted:
@@ -719,6 +724,7 @@ class Session:
         Raises:
             BusyError: the session is tracking, exporting or restoring.
         """
+        self._check_idle()
         with self.lock:
             self._check_idle()
             job = self.job = Job("export", total=self.num_frames)
@@ -828,17 +834,17 @@ class Session:
                 "height": self.height, "num_frames": self.num_frames, "fps": self.meta["fps"],
                 "created": self.meta["created"],
                 "objects": [{"id": k, "name": v, "color": "#{:02x}{:02x}{:02x}".format(*object_color(k))}
-                            for k, v in sorted(self.objects.items())]}
+                            for k, v in sorted(self.objects.copy().items())]}
 
     def frame_info(self, frame_idx: Any) -> dict[str, Any]:
         """The prompts and object statuses on one frame."""
         frame_idx = self._check_frame(frame_idx)
         prompts = [{"obj": obj, "points": e["points"], "box": e["box"]}
-                   for (t, obj), e in sorted(self.prompts.items()) if t == frame_idx]
+                   for (t, obj), e in sorted(self.prompts.copy().items()) if t == frame_idx]
         return {"frame": frame_idx, "version": int(self.frame_version[frame_idx]),
                 "prompts": prompts,
-                "status": {str(k): chr(self.lanes[k][frame_idx]) for k in self.objects
-                           if k in self.lanes}}
+                "status": {str(k): chr(lane[frame_idx]) for k, lane in self.lanes.copy().items()
+                           if k in self.objects}}
 
     def poll(self, since: int) -> dict[str, Any]:
         """Changes since the page's ``version``: job progress, changed frames and lanes."""
@@ -847,8 +853,10 @@ class Session:
                                 "encoded": len(self.encoded), "num_frames": self.num_frames}
         if since != self.version:
             data["changed"] = np.flatnonzero(self.frame_version > since).tolist()[-200:]
-            data["lanes"] = {str(k): self.lanes[k].decode() if k in self.lanes
-                             else NONE * self.num_frames for k in sorted(self.objects)}
+            # Copies: the request threads read while a job writes (dicts change size).
+            lanes = self.lanes.copy()
+            data["lanes"] = {str(k): lanes[k].decode() if k in lanes else NONE * self.num_frames
+                             for k in sorted(self.objects.copy())}
             data["objects"] = self.summary()["objects"]
         return data
 
@@ -942,7 +950,11 @@ class SessionStore:
             with self._lock:
                 if not session.is_open:
                     self._make_room()
-                    session.open(self.segmenter, self.config, self.checkpoint_sha256)
+                    try:
+                        session.open(self.segmenter, self.config, self.checkpoint_sha256)
+                    except SourceError as exc:
+                        raise AnnotatorError(f"the session's video can no longer be read "
+                                             f"({' '.join(str(exc).split())})") from None
         return session
 
     def owned(self, owner: str | None) -> list[Session]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import threading
 import time
@@ -355,3 +356,11 @@ def test_limits_and_cleanup(demo_app: ModuleType, annotator: ModuleType,
     reply = server.post(f"/api/sessions/{sid}/objects")
     assert reply.status_code == 400 and "at most 1 objects" in reply.get_json()["error"]
     server.store.close()
+    # Sessions unchanged for longer than the TTL go when the server starts.
+    old = time.time() - 3 * 3600
+    for path in (server.store.root / ids[1]).iterdir():
+        os.utime(path, (old, old))
+    again = Server(demo_app, annotator, tmp_path / "s", FakeSegmenter(scene), samples,
+                   ttl_hours=2.0)
+    assert sorted(again.store.sessions) == [sid]
+    assert not (again.store.root / ids[1]).exists()

@@ -138,7 +138,7 @@ def browser_page(tmp_path: Path) -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=chromium, headless=True,
-            args=CHROMIUM_ARGS, accept_downloads=True, viewport={"width": 1180, "height": 760})
+            args=CHROMIUM_ARGS, accept_downloads=True, viewport={"width": 1100, "height": 800})
         try:
             page = context.new_page()
             page.set_default_timeout(60_000)
@@ -188,8 +188,12 @@ def save_shot(page: Any, name: str) -> None:
     (ARTIFACTS / ".gitignore").write_text("*\n")
     page.screenshot(path=str(ARTIFACTS / name))
     if os.environ.get("REPVIT_UPDATE_DOCS") == "1":
+        from PIL import Image
+
         DOCS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ARTIFACTS / name, DOCS / name)
+        # A 64-colour palette keeps the README's images small.
+        image = Image.open(ARTIFACTS / name).convert("RGB")
+        image.quantize(colors=64).save(DOCS / name, optimize=True)
 
 
 def results_of(store: Any, sid: str) -> dict[str, bytes]:
@@ -252,7 +256,9 @@ def test_annotate_two_objects_track_correct_export_restore(
         save_shot(page, "prompting.png")
 
         # Track both ways from the prompts; masks stream in frame by frame.
+        page.evaluate("app.job = null")
         page.keyboard.press("t")
+        page.wait_for_function("app.job !== null")
         seen = set()
         while page.evaluate("app.job && app.job.state") == "running":
             seen.add(page.evaluate("app.frame"))
@@ -278,8 +284,10 @@ def test_annotate_two_objects_track_correct_export_restore(
         for _ in range(3):
             count = len(page.evaluate("app.info.prompts[0].points"))
             page.keyboard.press("z")
-            page.wait_for_function(f"app.info.prompts[0].points.length === {count - 1}")
+            page.wait_for_function("app.info.prompts.length > 0 && "
+                                   f"app.info.prompts[0].points.length === {count - 1}")
         page.select_option("#from", "current")
+        page.evaluate("app.job = null")  # the next job is the one this key starts
         page.keyboard.press("f")
         job = wait_job(page, "track")
         assert job["state"] == "done" and job["done"] == NUM_FRAMES - 2, job
@@ -290,6 +298,7 @@ def test_annotate_two_objects_track_correct_export_restore(
         save_shot(page, "timeline.png")
 
         # Export: the zip holds vos.run's formats.
+        page.evaluate("app.job = null")
         page.click("#export")
         job = wait_job(page, "export")
         assert job["state"] == "done", job
