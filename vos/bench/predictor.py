@@ -351,6 +351,7 @@ def measure_long(settings: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
     states = asdict(state.states.stats)
     predictor.close_state(state)
+    predictor.store.close()  # its temporary folder
     return {
         "frames": len(seconds),
         "rss_mb": rss,
@@ -456,7 +457,7 @@ def bench_predictor(
         video: a video file or frame folder; None: synthetic frames.
         checkpoint: RepViT-SAM weights, or None (synthetic, module docstring).
         box_xyxy: (4,) float32 XYXY in video pixels, the object on frame 0; None: central.
-        frames: frames of the first pass (N).
+        frames: frames of the first pass (N; 0 skips the speed rows).
         clicks: timed clicks on stored frames.
         long_frames: frames of the memory run (0 skips it).
         long_distinct: distinct frames the long run loops over (each encoded once).
@@ -477,12 +478,13 @@ def bench_predictor(
         box = np.asarray(box_xyxy if box_xyxy is not None else default_boxes(image_hw, 1)[0],
                          np.float32)
         load = [os.getloadavg()[0]]
-        predictor = build_predictor(checkpoint=checkpoint, image_hw=image_hw, box_xyxy=box,
-                                    backend=backend, threads=threads)
-        measured = measure_speed(predictor, speed_video, box, frames=frames, clicks=clicks)
-        predictor.store.close()
-        report.predictor.extend(speed_rows(measured))
-        load.append(os.getloadavg()[0])
+        if frames > 0:
+            predictor = build_predictor(checkpoint=checkpoint, image_hw=image_hw,
+                                        box_xyxy=box, backend=backend, threads=threads)
+            measured = measure_speed(predictor, speed_video, box, frames=frames, clicks=clicks)
+            predictor.store.close()
+            report.predictor.extend(speed_rows(measured))
+            load.append(os.getloadavg()[0])
         ours: dict[int, float] = {}
         if long_frames > 0:
             folder = looped_folder(files[:long_distinct], long_frames, root / "long")
@@ -523,6 +525,8 @@ def bench_predictor(
     report.predictor_memory.extend(memory_rows(
         ours, sam2, ours_label=f"ours, forward pass ({long_mode})",
         sam2_label="SAM 2 1.1.0, after init_state"))
+    if frames <= 0:
+        return
     report.notes.append(
         f"predictor speed: {Path(speed_video).name if video else 'synthetic frames'}, one "
         f"object (box {box.round(1).tolist()} on frame 0), exact mode, backend {backend}, "
