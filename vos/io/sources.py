@@ -108,7 +108,9 @@ class PyAVVideoSource(FrameSource):
         try:
             with av.open(str(path)) as container:
                 if not container.streams.video:
-                    raise SourceError(f"{path}: no video stream in the file")
+                    # An mp4 cut before its index (moov) opens with no streams at all.
+                    raise SourceError(f"{path}: cannot decode the video (no video stream; "
+                                      "the file may be truncated)")
                 stream = container.streams.video[0]
                 pts = [packet.pts for packet in container.demux(stream)
                        if packet.size and not packet.is_discard]
