@@ -55,7 +55,7 @@ from vos.config import RunConfig
 from vos.io.atomic import write_text_atomic
 from vos.io.davis_png import read_palette_png, write_palette_png
 from vos.io.sinks import ResultSink, object_color
-from vos.io.sources import SourceError, open_source
+from vos.io.sources import IMAGE_SUFFIXES, SourceError, open_source
 from vos.pipeline import frame_names_for
 from vos.types import MAX_POINTS, FrameResult
 from vos.video_predictor import BACKWARD, FORWARD, FrameReader, VideoPredictor
@@ -157,6 +157,45 @@ def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise AnnotatorError(f"{what}: expected an integer, got {value!r}"[:200])
     return value
+
+
+def save_frames(files: list[tuple[str, Callable[[Path], None]]], folder: Path,
+                max_frames: int) -> Path:
+    """Write an uploaded frame folder's images to ``folder/frames`` (other files skipped).
+
+    Args:
+        files: (the browser's file name, ``save(path)``) per file.
+        folder: the session's folder.
+        max_frames: images accepted at most.
+
+    Returns:
+        The frame folder.
+
+    Raises:
+        AnnotatorError: no images, too many, or two with one name.
+    """
+    frames = folder / "frames"
+    frames.mkdir()
+    names: set[str] = set()
+    for filename, save in files:
+        # Only the base name, and only ordinary characters: never a path of the user's.
+        name = Path(filename.replace("\\", "/")).name
+        if Path(name).suffix.lower() not in IMAGE_SUFFIXES or name.startswith("."):
+            continue
+        if not re.fullmatch(r"[\w.+-]{1,128}", name):
+            raise AnnotatorError(f"frame file name {name[:60]!r}: use letters, digits, '.', "
+                                 "'_', '-' or '+'")
+        if name in names:
+            raise AnnotatorError(f"two frames named {name}")
+        names.add(name)
+        if len(names) > max_frames:
+            raise AnnotatorError(f"the folder has more than {max_frames} frames; this server "
+                                 f"takes at most {max_frames}")
+        save(frames / name)
+    if not names:
+        raise AnnotatorError("the folder has no image files (expected one of "
+                             f"{', '.join(IMAGE_SUFFIXES)})")
+    return frames
 
 
 def owner_hash(token: str) -> str:
@@ -892,8 +931,15 @@ class SessionStore:
         self.cleanup()
 
     def create(self, owner: str, name: str, video: Path | None,
-               save: Callable[[Path], None] | None, suffix: str = "") -> Session:
-        """A new session on an upload (``save(path)`` writes it) or a sample video.
+               save: Callable[[Path], Path] | None = None) -> Session:
+        """A new session on an upload or a sample video.
+
+        Args:
+            owner: the browser's token.
+            name: what the page calls the video.
+            video: a sample's video file or frame folder (None for an upload).
+            save: for an upload, ``save(session_folder)`` writes it inside the session's
+                folder and returns the video file or frame folder it wrote.
 
         Raises:
             AnnotatorError: not a readable video, too many frames.
@@ -903,8 +949,7 @@ class SessionStore:
         folder.mkdir(parents=True)
         try:
             if save is not None:
-                video = folder / f"video{suffix}"  # the user's file name is never a path
-                save(video)
+                video = save(folder)
             assert video is not None
             try:
                 with open_source(video) as source:

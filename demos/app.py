@@ -44,6 +44,7 @@ from annotator import (
     NotFoundError,
     Session,
     SessionStore,
+    save_frames,
 )
 
 logger = logging.getLogger("demos.app")
@@ -148,6 +149,7 @@ def create_app(store: SessionStore, samples: Sequence[Sample] = (), *,
         if not token:
             raise AnnotatorError("no session cookie: reload the page")
         file = request.files.get("video")
+        frames = request.files.getlist("frames")
         if file is not None:
             if not file.filename:
                 raise AnnotatorError("no file: choose a video to upload")
@@ -156,7 +158,18 @@ def create_app(store: SessionStore, samples: Sequence[Sample] = (), *,
             if suffix not in VIDEO_SUFFIXES:
                 raise AnnotatorError(f"{name} is not a video (expected one of "
                                      f"{', '.join(VIDEO_SUFFIXES)})")
-            session = store.create(token, name, None, file.save, suffix)
+
+            def save_video(folder: Path) -> Path:
+                path = folder / f"video{suffix}"  # the user's file name is never a path
+                file.save(path)
+                return path
+
+            session = store.create(token, name, None, save_video)
+        elif frames:
+            name = " ".join(str(request.form.get("name") or "frames").split())[:80] or "frames"
+            uploads = [(f.filename or "", f.save) for f in frames]
+            session = store.create(token, name, None, lambda folder: save_frames(
+                uploads, folder, store.limits.max_frames))
         else:
             sample = by_id.get(str(body().get("sample")))
             if sample is None:

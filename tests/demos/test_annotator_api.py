@@ -364,3 +364,35 @@ def test_limits_and_cleanup(demo_app: ModuleType, annotator: ModuleType,
                    ttl_hours=2.0)
     assert sorted(again.store.sessions) == [sid]
     assert not (again.store.root / ids[1]).exists()
+
+
+def test_frame_folder_upload(demo_app: ModuleType, annotator: ModuleType,
+                             scene_samples: tuple[Any, Path], tmp_path: Path) -> None:
+    scene, samples = scene_samples
+    server = Server(demo_app, annotator, tmp_path / "s", FakeSegmenter(scene), samples)
+    folder = samples / "squares"
+    files = [(io.BytesIO(p.read_bytes()), p.name) for p in sorted(folder.glob("*.png"))]
+    files.append((io.BytesIO(b"notes"), "README.txt"))  # other files are skipped
+    reply = server.client.post("/api/sessions", data={"frames": files, "name": "squares"},
+                               content_type="multipart/form-data")
+    assert reply.status_code == 201, reply.get_json()
+    data = reply.get_json()
+    assert (data["name"], data["num_frames"], data["width"]) == ("squares", NUM_FRAMES, HW[1])
+    sid = data["id"]
+    assert sorted(p.name for p in (server.store.root / sid / "frames").iterdir()) == [
+        f"{t:05d}.png" for t in range(NUM_FRAMES)]
+    server.post(f"/api/sessions/{sid}/objects")
+    reply = server.post(f"/api/sessions/{sid}/prompt",
+                        {"frame": 3, "obj": 1, "points": [[*center(scene, 3, 0), 1]]})
+    assert reply.get_json()["status"] == {"1": "P"}
+    for files, text in (([(io.BytesIO(b"x"), "a.txt")], "no image files"),
+                        ([(io.BytesIO(b"x"), "a b.png")], "frame file name 'a b.png'"),
+                        ([(io.BytesIO(b"x"), "a.png"), (io.BytesIO(b"x"), "d/a.png")],
+                         "two frames named a.png"),
+                        ([(io.BytesIO(b"x"), "a.png")], "could not be decoded")):
+        reply = server.client.post("/api/sessions", data={"frames": files},
+                                   content_type="multipart/form-data")
+        assert reply.status_code == 400 and text in reply.get_json()["error"], reply.get_json()
+    assert len(server.store.sessions) == 1
+    assert len(list(server.store.root.iterdir())) == 1  # refused uploads leave nothing
+    server.store.close()

@@ -361,6 +361,8 @@ def write_timings(timings: dict[str, Any]) -> None:
     def stats(values: list[float]) -> str:
         if not values:
             return "–"
+        if len(values) < 3:  # too few for a percentile
+            return ", ".join(f"{v:.0f}" for v in values) + f" ms (n={len(values)})"
         p95 = float(np.percentile(values, 95))
         return f"{statistics.median(values):.0f} / {p95:.0f} ms (n={len(values)})"
 
