@@ -43,10 +43,10 @@ import threading
 import time
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -159,7 +159,7 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
-def save_frames(files: list[tuple[str, Callable[[Path], None]]], folder: Path,
+def save_frames(files: Sequence[tuple[str, Callable[[Path], Any]]], folder: Path,
                 max_frames: int) -> Path:
     """Write an uploaded frame folder's images to ``folder/frames`` (other files skipped).
 
@@ -319,13 +319,11 @@ class Session:
         elif kind == "add":
             key = (op["frame"], op["obj"])
             old = self.prompts.get(key) if not op["clear_old"] else None
-            entry = {"points": list(old["points"]) if old else [],
-                     "box": old["box"] if old else None}
-            if op.get("box") is not None:
-                entry["box"] = op["box"]
-            entry["points"] += [[x, y, label] for (x, y), label in
-                                zip(op.get("points") or [], op.get("labels") or [], strict=True)]
-            self.prompts[key] = entry
+            points: list[list[float]] = list(old["points"]) if old else []
+            points += [[x, y, label] for (x, y), label in
+                       zip(op.get("points") or [], op.get("labels") or [], strict=True)]
+            box = op["box"] if op.get("box") is not None else (old["box"] if old else None)
+            self.prompts[key] = {"points": points, "box": box}
         elif kind == "clear":
             self.prompts.pop((op["frame"], op["obj"]), None)
         elif kind == "remove":
@@ -436,7 +434,8 @@ class Session:
         live = job.kind != "restore"
         if live:
             self._append({"op": "track", "start": start, "reverse": reverse})
-        frames = self.predictor.propagate_in_video(self.state, start, max_frames, reverse)
+        frames = cast(Generator[tuple[int, list[Any], Any], None, None],
+                      self.predictor.propagate_in_video(self.state, start, max_frames, reverse))
         try:
             for frame_idx, obj_ids, logits in frames:
                 self._write_frame(frame_idx, obj_ids, logits)
