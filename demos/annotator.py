@@ -380,9 +380,9 @@ class Session:
         """Run the log through the fresh predictor (holding the lock: requests wait)."""
         try:
             with self.lock, self.encode_lock:
-                self.objects.clear()
+                # The objects (and the lanes the page shows) already are the log's final
+                # ones; the prompts are rebuilt call by call, as clicks add up.
                 self.prompts.clear()
-                self.next_obj_id = 1
                 index = 0
                 while index < len(ops):
                     op = ops[index]
