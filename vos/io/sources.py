@@ -81,7 +81,7 @@ class FrameSource:
 class PyAVVideoSource(FrameSource):
     """A video file read with PyAV: the frames ``ffmpeg`` itself decodes, byte for byte.
 
-    At open, one pass over the demuxed packets (no decoding; about 1 ms for 50 frames) gives
+    At open, one pass over the demuxed packets (no decoding; a few ms for 50 frames) gives
     the real frame count and each frame's presentation timestamp. ``frames(start, stop)`` then
     seeks: to the keyframe at or before frame ``start``'s timestamp, decoding forward from
     there, so backward chunked reads (the video predictor's) cost a GOP, not the whole file.
@@ -118,11 +118,14 @@ class PyAVVideoSource(FrameSource):
                 fps = float(rate) if rate else 25.0
             first = next(self._decode(0), None)
         except SourceError:
+            self.close()
             raise
         except Exception as exc:  # av.FFmpegError and its subclasses, OSError
+            self.close()
             reason = getattr(exc, "strerror", None) or _first_line(exc)
             raise SourceError(f"{path}: cannot decode the video ({reason})") from None
         if not pts or first is None:
+            self.close()
             raise SourceError(f"{path}: the video has zero frames")
         # Frames come out in presentation order, so frame i has the i-th smallest timestamp.
         self._pts = (
