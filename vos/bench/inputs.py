@@ -42,11 +42,13 @@ def fill_synthetic_weights(model: torch.nn.Module, seed: int = 0) -> None:
 def fill_fan_in_weights(model: torch.nn.Module, seed: int = 0) -> None:
     """Give an unfused model synthetic weights whose embedding depends on the image (in place).
 
-    The recipe of issue 19: weights of two or more dimensions are N(0, 1) * 0.75 / sqrt(fan_in)
-    (the prompt encoder's Gaussian positional matrix keeps its value), norm scales
-    1 + N(0, 0.02), biases and BatchNorm means N(0, 0.02), BatchNorm variances 1. Two DAVIS
-    frames' embeddings then differ by a relative ~0.66 (default init: 2.6e-5), so a store that
-    handed back the wrong frame's embedding would change the masks. Fill before ``fuse()``.
+    The recipe of issue 19: weights of two or more dimensions are N(0, 1) * 0.75 / sqrt(fan_in),
+    norm scales 1 + N(0, 0.02), biases and BatchNorm means N(0, 0.02), BatchNorm variances 1.
+    Two DAVIS frames' embeddings then differ by a relative ~0.66 (default init: 2.6e-5), so a
+    store that handed back the wrong frame's embedding would change the masks. The prompt
+    encoder's Gaussian positional matrix is drawn N(0, 1) as its own init does, but from the
+    seeded generator, so the weights (and the graph cache's key) are the same in every process.
+    Fill before ``fuse()``.
     """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -59,7 +61,9 @@ def fill_fan_in_weights(model: torch.nn.Module, seed: int = 0) -> None:
                 fresh = torch.ones(value.shape)
             elif leaf in ("bias", "running_mean"):
                 fresh = 0.02 * noise
-            elif value.ndim >= 2 and leaf != "positional_encoding_gaussian_matrix":
+            elif leaf == "positional_encoding_gaussian_matrix":
+                fresh = noise
+            elif value.ndim >= 2:
                 fresh = noise * 0.75 / int(np.prod(value.shape[1:])) ** 0.5
             elif value.ndim == 1 and leaf == "weight":
                 fresh = 1.0 + 0.02 * noise
