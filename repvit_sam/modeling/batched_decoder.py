@@ -118,7 +118,15 @@ class BatchedMaskDecoder(nn.Module):
             (autocast on the embedding's device), keeping float32 for the parts whose rounding
             matters: the final product of the upscaled features with the hypernetwork weights
             (the logits, thresholded at 0 and fed back as the next frame's mask prompt) and
-            the IoU head. Off (default): float32 throughout, unchanged.
+            the IoU head. Off (default): float32 throughout, bit for bit unchanged.
+
+    The bf16 split, measured (1 thread, process CPU time, 8 objects against 1, Intel Xeon with
+    AMX): per extra object float32 43 ms, bf16 transformer only 35 ms (0.81x), bf16
+    transformer and upscaling 29 ms (0.67x). Mask agreement with float32 on the golden cases
+    goes from >= 99.54% (transformer only) to >= 99.46% (with the upscaling); computing the
+    logits and IoU head in bf16 too gains nothing measurable and moves them by as much again,
+    so they stay float32. The rest of the per-object time is elementwise work (LayerNorm,
+    GELU) that bf16 does not speed up on a CPU.
 
     Example:
         >>> decoder = BatchedMaskDecoder(sam.prompt_encoder, sam.mask_decoder)
@@ -256,6 +264,11 @@ class BatchedMaskDecoder(nn.Module):
             offset = pe_module.no_mask_embed.weight[0]
         layer = self.transformer.layers[0]
         shared = image + offset  # (n, C): every object's image tokens minus the rank-r part
+        if self.bf16:
+            # Every per-object (n, C) tensor derives from these two: in bf16 from the start,
+            # no float32 operand promotes it back (measured: the later blocks were slower in
+            # bf16 than in float32 while ``keys + pe`` came out float32).
+            shared, pe = shared.to(torch.bfloat16), pe.to(torch.bfloat16)
         t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
         return _SharedImage(
             image=shared,
@@ -271,7 +284,8 @@ class BatchedMaskDecoder(nn.Module):
         md = self.mask_decoder
         output_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1)
-        return torch.cat([output_tokens, sparse], dim=1)
+        tokens = torch.cat([output_tokens, sparse], dim=1)
+        return tokens.to(torch.bfloat16) if self.bf16 else tokens
 
     def _dense(
         self, mask_logits: torch.Tensor | None, batch: int, grid_hw: tuple[int, int]
@@ -378,7 +392,8 @@ class BatchedMaskDecoder(nn.Module):
         scores = torch.baddbmm(bias[:, None], keys_pe, folded.transpose(1, 2))
         probs = _softmax_per_head(scores.mul_(1.0 / math.sqrt(k_tok.shape[-1])), heads)
         update = torch.baddbmm(
-            keys + attn_mod.out_proj.bias, probs, self._folded_values(attn_mod, v_tok)
+            keys + attn_mod.out_proj.bias.to(keys.dtype), probs,
+            self._folded_values(attn_mod, v_tok)
         )
         return queries, layer.norm4(update)
 
