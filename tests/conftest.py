@@ -57,32 +57,19 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fan_in_state_dict(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
     """Synthetic weights whose image embedding depends on the image (issues 19 and 23).
 
-    Every weight of two or more dimensions is N(0, 1) * 0.75 / sqrt(fan_in); one-dimensional
-    weights (norm scales) are 1 + N(0, 0.02); biases and BatchNorm means N(0, 0.02);
-    BatchNorm variances 1. Default init barely sees the image (two DAVIS frames' embeddings
-    differ by a relative 2.6e-5); these weights give ~0.66.
+    ``vos.bench.inputs.fill_fan_in_weights`` on a copy of ``model``: every weight of two or
+    more dimensions N(0, 1) * 0.75 / sqrt(fan_in), norm scales 1 + N(0, 0.02), biases and
+    BatchNorm means N(0, 0.02), BatchNorm variances 1, all drawn from ``seed`` (the same in
+    every process). Default init barely sees the image (two DAVIS frames' embeddings differ
+    by a relative 2.6e-5); these weights give ~0.66.
     """
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, value in model.state_dict().items():
-        if not value.is_floating_point():
-            out[name] = value.clone()
-            continue
-        noise = torch.randn(value.shape, generator=generator, dtype=torch.float32)
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf == "running_var":
-            new = torch.ones_like(value)
-        elif leaf in ("bias", "running_mean"):
-            new = 0.02 * noise
-        elif value.ndim >= 2 and leaf != "positional_encoding_gaussian_matrix":
-            fan_in = int(np.prod(value.shape[1:]))
-            new = noise * 0.75 / fan_in**0.5
-        elif value.ndim == 1 and leaf == "weight":
-            new = 1.0 + 0.02 * noise
-        else:
-            new = value.clone()
-        out[name] = new.to(value.dtype)
-    return out
+    import copy
+
+    from vos.bench.inputs import fill_fan_in_weights
+
+    filled = copy.deepcopy(model)
+    fill_fan_in_weights(filled, seed)
+    return {k: v.clone() for k, v in filled.state_dict().items()}
 
 
 @pytest.fixture(scope="session")
