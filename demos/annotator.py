@@ -601,6 +601,9 @@ class Session:
         xy, labels = [], []
         if points is not None and not isinstance(points, list):
             raise AnnotatorError("points: expected a list of [x, y, label]")
+        if points is not None and len(points) > MAX_POINTS:  # before looking at each one
+            raise AnnotatorError(f"at most {MAX_POINTS} clicks per object on a frame: undo "
+                                 "or clear some first")
         for point in points or []:
             if not isinstance(point, list) or len(point) != 3:
                 raise AnnotatorError("points: expected a list of [x, y, label]")

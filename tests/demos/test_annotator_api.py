@@ -262,6 +262,8 @@ def test_hostile_input_one_line_and_session_intact(demo_app: ModuleType,
             "finite")
     refused(f"{url}/prompt", {"frame": 0, "obj": 1, "points": [[5, 5, 1]] * 65}, 400,
             "at most 64 clicks")
+    refused(f"{url}/prompt", {"frame": 0, "obj": 1, "points": [[5, 5, 1]] * 400_000}, 400,
+            "at most 64 clicks")
     refused(f"{url}/prompt", {"frame": 99, "obj": 1, "points": [[5, 5, 1]]}, 400,
             "out of range")
     refused(f"{url}/prompt", {"frame": 0, "obj": 7, "points": [[5, 5, 1]]}, 400,
