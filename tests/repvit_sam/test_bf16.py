@@ -45,13 +45,18 @@ from tests.repvit_sam.test_conformance import (  # noqa: F401  (fixtures)
     variant_predictor,
 )
 
-# bf16 decoder against exact mode's float32 decoder, same embedding, every golden case.
-GOLDEN_MASK_AGREEMENT_MIN = 0.99  # measured >= 0.9946 (native), >= 0.994 (AVX2 path)
-GOLDEN_LOGIT_REL_L2_MAX = 0.05  # measured <= 0.023 on both paths
-GOLDEN_IOU_ABS_MAX = 0.02  # measured <= 0.0094 on both paths
+# bf16 decoder against exact mode's float32 decoder, same embedding, every golden case (plain
+# and fused), worst case measured on the native path (AMX) / the AVX2 path:
+# mask agreement 0.99436 / 0.99403, logit relative L2 0.0259 / 0.0236, IoU 0.0114 / 0.0052.
+# Each bound is about twice the worst deviation.
+GOLDEN_MASK_AGREEMENT_MIN = 0.988
+GOLDEN_LOGIT_REL_L2_MAX = 0.05
+GOLDEN_IOU_ABS_MAX = 0.025
 # A bf16 encoder (a 16x16 patch convolution, well conditioned) against its float32 run:
-# bf16 rounds the inputs and weights to 8 significant bits (2^-9 relative each).
-PATCH_ENCODER_REL_L2_MAX = 0.01  # measured 2.7e-3..3.1e-3 (torch, OpenVINO; both paths)
+# bf16 rounds the inputs and weights to 8 significant bits (2^-9 relative each). Measured
+# 2.95e-3 (torch, every variant) and 2.99e-3 (OpenVINO) on the native and AVX512_CORE_BF16
+# paths, 2.95e-3 (torch) on the AVX2 path, where OpenVINO refuses bf16 and runs float32.
+PATCH_ENCODER_REL_L2_MAX = 0.006
 BF16_CHANGES_SOMETHING = 1e-4  # float32 kernels agree with each other to ~1e-7
 
 
