@@ -30,6 +30,7 @@ import pickle
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,10 @@ class SpillCache(Generic[V]):
             self.folder = Path(tempfile.mkdtemp(prefix=f"repvit-vos-{name.replace(' ', '-')}-")
                                if folder is None else folder)
             self.folder.mkdir(parents=True, exist_ok=True)
+            if self._own_folder:
+                # Removed when the cache is closed, garbage-collected or the interpreter
+                # exits: SAM 2 code never calls close(), and a spilled session can hold GBs.
+                self._finalizer = weakref.finalize(self, shutil.rmtree, self.folder, True)
             self._adopt_files()
 
     # ------------------------------------------------------------------ public API
@@ -207,7 +212,7 @@ class SpillCache(Generic[V]):
             self._memory.clear()
             self._memory_used = 0
             if self._own_folder and self.folder is not None:
-                shutil.rmtree(self.folder, ignore_errors=True)
+                self._finalizer()
                 self._disk.clear()
                 self._disk_used = 0
 

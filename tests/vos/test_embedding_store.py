@@ -135,3 +135,15 @@ def test_private_folder_is_removed_on_close() -> None:
 def test_store_budgets_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"store\.memory_mb"):
         load_config(None, ["store.memory_mb=-1"])
+
+
+def test_private_folder_is_removed_when_the_cache_is_dropped() -> None:
+    import gc
+
+    cache: SpillCache[bytes] = SpillCache(bytes, bytes, len, memory_bytes=0, disk_bytes=1000)
+    cache.put("k", b"abc")
+    folder = cache.folder
+    assert folder is not None and folder.is_dir()
+    del cache
+    gc.collect()
+    assert not folder.exists()
