@@ -84,6 +84,7 @@ def bench_decoders(
                     "objects": count,
                     "median_ms": round(1000 * timing.median_s, 1),
                     "min_ms": round(1000 * timing.min_s, 1),
+                    "cpu_ms": round(1000 * timing.cpu_median_s, 1),
                     "vs_1_object": round(timing.median_s / base, 2),
                     "frame": f"{image_hw[1]}x{image_hw[0]}",
                     "malloc": report.malloc,

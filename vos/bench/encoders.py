@@ -108,6 +108,7 @@ def bench_encoders(
                         "gflops": round(gflops, 1),
                         "median_s": round(timing.median_s, 4),
                         "min_s": round(timing.min_s, 4),
+                        "cpu_s": round(timing.cpu_median_s, 4),
                         "gflop_per_s": round(rate, 1),
                         "gemm_fraction": round(rate / report.gemm_gflops, 3),
                         "malloc": report.malloc,

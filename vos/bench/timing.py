@@ -23,23 +23,31 @@ from repvit_sam import Sam
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per call over the timed repeats (after warm-up)."""
+    """Seconds per call over the timed repeats (after warm-up).
+
+    ``cpu_median_s`` is the median process CPU time per call (every thread): on a shared
+    machine it moves far less than wall time when neighbours take the cores, so ratios of
+    two settings timed with one thread are read from it.
+    """
 
     median_s: float
     min_s: float
     repeats: int
+    cpu_median_s: float = 0.0
 
 
 def time_call(fn: Callable[[], object], *, warmup: int, repeats: int) -> Timing:
-    """Median and minimum wall time of ``fn()`` after ``warmup`` untimed calls."""
+    """Median and minimum wall time (and median CPU time) of ``fn()`` after ``warmup``
+    untimed calls."""
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu_times = [], []
     for _ in range(max(1, repeats)):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
-    return Timing(statistics.median(times), min(times), len(times))
+        cpu_times.append(time.process_time() - cpu_start)
+    return Timing(statistics.median(times), min(times), len(times), statistics.median(cpu_times))
 
 
 def measure_gemm_gflops(sizes: Sequence[int] = (2048, 4096), repeats: int = 5) -> float:
