@@ -10,6 +10,7 @@ import numpy as np
 
 from repvit_sam import Sam
 from repvit_sam.runtime import BACKENDS, FastMode, build_segmenter
+from repvit_sam.runtime.runners import default_decoder_backend
 from repvit_sam.segmenter import SegmenterBase
 from vos.bench.report import Report
 
@@ -78,7 +79,8 @@ class SegmenterRecipe:
         return cls(
             backend=default_backend,
             int8_backend=next((b for b in INT8_BACKENDS if b in backends), None),
-            decoder_backend=best_decoder(report) or default_backend,
+            # Without decoder rows (e.g. --only agreement): the library's default decoder.
+            decoder_backend=best_decoder(report) or default_decoder_backend(),
             torch_variant=best_torch_variant(report),
             threads=threads,
             calibration_frames=frames[:CALIBRATION_FRAMES],
