@@ -41,17 +41,15 @@ def data_dir(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A RepViT-SAM checkpoint in the official format with seeded random weights.
+def random_checkpoint(seeing_checkpoint: Path) -> Path:
+    """The end-to-end tests' RepViT-SAM checkpoint (official format, synthetic weights).
 
-    Needs nothing from ../shared, so the CLI end-to-end tests run on a bare clone too.
+    The fan-in weights of :func:`seeing_checkpoint`: default init barely sees the image, so
+    a test handed the wrong frame's embedding (resume, backends, encode-ahead, ROI, the
+    embedding store) would pass unnoticed (issue 23). Needs nothing from ../shared, so the
+    CLI end-to-end tests run on a bare clone too.
     """
-    from repvit_sam import build_repvit_sam
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "repvit_sam_random.pt"
-    torch.save(build_repvit_sam().state_dict(), path)
-    return path
+    return seeing_checkpoint
 
 
 def fan_in_state_dict(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
