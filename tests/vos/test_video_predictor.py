@@ -60,6 +60,15 @@ def collect(gen) -> dict[int, tuple[list, np.ndarray]]:
     return {t: (ids, masks_of(m)) for t, ids, m in gen}
 
 
+def tracked_session(scene, folder: Path):
+    """A session with object 1 boxed on frame 0 and propagated through the video: the
+    predictor, its fake segmenter, the state and the propagated results."""
+    predictor, fake = predictor_for(scene)
+    state = predictor.init_state(folder)
+    predictor.add_new_points_or_box(state, 0, 1, box=box_of(scene.gt_masks[0, 0]))
+    return predictor, fake, state, collect(predictor.propagate_in_video(state))
+
+
 # ---------------------------------------------------------------------- exactness
 def test_forward_from_a_box_equals_the_video_pipeline(scene_folder, tmp_path: Path) -> None:
     scene, folder = scene_folder
@@ -109,10 +118,7 @@ def test_backward_equals_forward_tracking_of_the_reversed_frames(scene_folder) -
 # ---------------------------------------------------------------------- corrections
 def test_a_correction_persists_and_repropagation_encodes_no_stored_frame(scene_folder) -> None:
     scene, folder = scene_folder
-    predictor, fake = predictor_for(scene)
-    state = predictor.init_state(folder)
-    predictor.add_new_points_or_box(state, 0, 1, box=box_of(scene.gt_masks[0, 0]))
-    first = collect(predictor.propagate_in_video(state))
+    predictor, fake, state, first = tracked_session(scene, folder)
     encoded = len(fake.encode_calls)
     assert sorted(fake.encode_calls) == list(range(NUM_FRAMES))
 
@@ -324,10 +330,7 @@ def test_states_spill_to_disk_and_give_the_same_results(scene_folder) -> None:
 
 def test_dropped_states_are_tracked_again(scene_folder, caplog) -> None:
     scene, folder = scene_folder
-    predictor, fake = predictor_for(scene)
-    state = predictor.init_state(folder)
-    predictor.add_new_points_or_box(state, 0, 1, box=box_of(scene.gt_masks[0, 0]))
-    first = collect(predictor.propagate_in_video(state))
+    predictor, fake, state, first = tracked_session(scene, folder)
     encoded = len(fake.encode_calls)
     state.states.clear()  # as if the state budget had dropped every kept state
     with caplog.at_level(logging.INFO, logger="vos.video_predictor"):
