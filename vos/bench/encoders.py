@@ -102,9 +102,9 @@ def bench_encoders(
                     {
                         "model": model_name,
                         "backend": backend_column(seg),
-                        "precision": seg.precision,
                         "input": f"{input_hw[0]}x{input_hw[1]}",
                         "shape": label,
+                        "precision": seg.precision,
                         "gflops": round(gflops, 1),
                         "median_s": round(timing.median_s, 4),
                         "min_s": round(timing.min_s, 4),
