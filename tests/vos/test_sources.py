@@ -26,8 +26,29 @@ READERS = [
 
 # Readers that convert YUV to RGB with their own code (not ffmpeg's swscale path) differ on
 # 10-bit input only: measured mean |diff| 1.47 (decord 0.6.0) and 1.79 (OpenCV 5.1) grey
-# levels, largest at the chroma edges of the moving square; every 8-bit kind is exact.
+# levels, largest at the chroma edges of the moving square; every 8-bit kind is exact here.
 OWN_CONVERSION_MEAN_DIFF_MAX = {("decord", "10bit"): 2.5, ("opencv", "10bit"): 2.5}
+# "Exact here" is one FFmpeg build's SIMD path against another's: ffmpeg's own rgb24
+# conversion differs between its SIMD and C paths (`-cpuflags 0` against the default on this
+# AVX-512 machine, every kind: mean |diff| up to 0.95, max 3 grey levels), and PyAV's bundled
+# libraries may take another path than the imageio-ffmpeg binary on another CPU. So content
+# is held to that bound with margin, and frame identity separately (nearest reference frame).
+SIMD_PATH_MEAN_DIFF_MAX = 1.5
+
+
+def assert_same_frames(frames: np.ndarray, expected: np.ndarray, mean_max: float) -> None:
+    """Each frame matches its own reference frame within ``mean_max`` and is nearer to it
+    than to any other reference frame (no frame shifted, dropped or repeated)."""
+    assert frames.shape == expected.shape
+    diffs = np.abs(frames[:, None].astype(np.int16) - expected[None].astype(np.int16))
+    mean = diffs.reshape(len(frames), len(expected), -1).mean(axis=2)
+    own = np.diag(mean)
+    assert float(own.max()) <= mean_max, f"mean |diff| {own.max():.3f} > {mean_max}"
+    distinct = [i for i in range(len(expected))
+                if (np.delete(mean[i], i) > own[i]).all()
+                or any(np.array_equal(expected[i], expected[j])
+                       for j in range(len(expected)) if j != i)]
+    assert len(distinct) == len(expected), "a frame is nearer another reference frame"
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +74,8 @@ def test_reader_matches_ffmpeg(videos: dict[str, tuple[Path, np.ndarray]], kind:
         assert source.info.num_frames == len(expected)
         assert source.info.image_hw == expected.shape[1:3]
         assert source.info.reader == reader
-    assert frames.shape == expected.shape
-    mean_diff = float(np.abs(frames.astype(np.int16) - expected).mean())
-    assert mean_diff <= OWN_CONVERSION_MEAN_DIFF_MAX.get((reader, kind), 0.0)
+    assert_same_frames(frames, expected, OWN_CONVERSION_MEAN_DIFF_MAX.get(
+        (reader, kind), SIMD_PATH_MEAN_DIFF_MAX))
 
 
 def test_trimmed_mp4_is_the_case_that_separates_readers(
@@ -87,7 +107,9 @@ def test_pyav_random_access_equals_forward_reads(
     with open_source(path, backend="pyav") as source:
         for start, stop in [(5, 8), (n - 1, n), (0, 3), (n - 5, n + 3), (1, 2)]:
             got = np.stack(list(source.frames(start, stop)))
-            np.testing.assert_array_equal(got, expected[start:stop], err_msg=f"{start}:{stop}")
+            forward = np.stack(list(source.frames(0, n)))[start:stop]
+            np.testing.assert_array_equal(got, forward, err_msg=f"{start}:{stop}")
+            assert_same_frames(got, expected[start:stop], SIMD_PATH_MEAN_DIFF_MAX)
 
 
 @pytest.mark.parametrize("reader", READERS)
@@ -102,7 +124,8 @@ def test_predictor_backward_chunks_equal_forward(
     assert len(backward) == len(expected)
     for idx, (back, fwd) in enumerate(zip(backward, forward, strict=True)):
         np.testing.assert_array_equal(back, fwd, err_msg=f"frame {idx}")
-        np.testing.assert_array_equal(back, expected[idx], err_msg=f"frame {idx}")
+    assert_same_frames(np.stack(backward), expected, OWN_CONVERSION_MEAN_DIFF_MAX.get(
+        (reader, "trimmed"), SIMD_PATH_MEAN_DIFF_MAX))
 
 
 def test_decord_count_checked_against_the_container(
