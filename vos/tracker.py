@@ -298,10 +298,7 @@ class VideoTracker:
         if given.mask.shape != state.image_hw:
             raise ValueError(f"object {given.obj_id}: mask of shape {given.mask.shape}, "
                              f"expected the frame's {state.image_hw}")
-        track = dataclasses.replace(
-            given, mask=given.mask.copy(), box_xyxy=given.box_xyxy.copy(),
-            velocity_xy=given.velocity_xy.copy(), anchor_xy=given.anchor_xy.copy(),
-            size_wh=given.size_wh.copy(), last_seen_frame=state.frame_idx)
+        track = dataclasses.replace(given.copy(), last_seen_frame=state.frame_idx)
         state.tracks[track.obj_id] = track
         state.next_obj_id = max(state.next_obj_id, track.obj_id + 1)
 

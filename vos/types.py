@@ -213,6 +213,21 @@ class Track:
     anchor_xy: np.ndarray = field(default_factory=lambda: np.zeros(2, np.int64))
     size_wh: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))
 
+    def copy(self, *, logits_device: torch.device | str | None = None) -> Track:
+        """A copy that later frames cannot change (arrays and logits copied).
+
+        Args:
+            logits_device: where the copied logits go (None: where they are).
+        """
+        logits = self.low_res_logits
+        if logits is not None:
+            logits = logits.detach().clone() if logits_device is None \
+                else logits.detach().to(logits_device, copy=True)
+        return dataclasses.replace(
+            self, mask=self.mask.copy(), box_xyxy=self.box_xyxy.copy(), low_res_logits=logits,
+            velocity_xy=self.velocity_xy.copy(), anchor_xy=self.anchor_xy.copy(),
+            size_wh=self.size_wh.copy())
+
 
 @dataclass
 class TrackerState:

@@ -402,8 +402,12 @@ class VideoPredictor:
                                                          normalize_coords)
         box_xyxy = None
         if box is not None:
-            box_xyxy = self._points_in_pixels(state, np.asarray(box, np.float32).reshape(2, 2)
-                                              if np.asarray(box).size == 4 else box, None,
+            corners = box.detach().cpu().numpy() if isinstance(box, torch.Tensor) else box
+            corners = np.asarray(corners, np.float32)
+            if corners.size != 4:
+                raise PromptError(f"box: expected 4 numbers x0, y0, x1, y1, got shape "
+                                  f"{corners.shape}")
+            box_xyxy = self._points_in_pixels(state, corners.reshape(2, 2), None,
                                               normalize_coords, what="box")[0].reshape(4)
         old = state.prompts.get(frame_idx, {}).get(obj_id)
         if not clear_old_points and old is not None and old.mask is None:
@@ -689,7 +693,7 @@ class VideoPredictor:
         tracker.add_prompt(prompt)
         track = tracker.state.tracks[track_id]
         state.prompts.setdefault(frame_idx, {})[obj_id] = prompts
-        state.prompted.setdefault(frame_idx, {})[obj_id] = _detached(track)
+        state.prompted.setdefault(frame_idx, {})[obj_id] = track.copy()
         self._invalidate(state, frame_idx)
         return frame_idx, list(state.obj_ids), self._frame_logits(state, frame_idx)
 
@@ -851,16 +855,6 @@ def _video_logits(track: Track, image_hw: tuple[int, int]) -> torch.Tensor:
     up = up[..., : input_hw[0], : input_hw[1]]
     logits = F.interpolate(up, image_hw, mode="bilinear", align_corners=False)[0, 0]
     return torch.where(mask, logits.clamp(min=_SIGN_MARGIN), logits.clamp(max=-_SIGN_MARGIN))
-
-
-def _detached(track: Track) -> Track:
-    """A copy of a track that later frames cannot change."""
-    return dataclasses.replace(
-        track, mask=track.mask.copy(), box_xyxy=track.box_xyxy.copy(),
-        low_res_logits=None if track.low_res_logits is None
-        else track.low_res_logits.detach().clone(),
-        velocity_xy=track.velocity_xy.copy(), anchor_xy=track.anchor_xy.copy(),
-        size_wh=track.size_wh.copy())
 
 
 def _checked_obj_id(obj_id: Any) -> Any:

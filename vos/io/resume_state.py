@@ -57,22 +57,7 @@ def take_snapshot(
     Masks and logits are copied too: they are small next to a frame, and the writer thread
     serialises them while the tracker already works on the next frame.
     """
-    tracks = {
-        obj_id: Track(
-            obj_id=t.obj_id,
-            mask=t.mask.copy(),
-            box_xyxy=t.box_xyxy.copy(),
-            low_res_logits=None if t.low_res_logits is None else t.low_res_logits.detach().cpu().clone(),
-            score=t.score,
-            last_seen_frame=t.last_seen_frame,
-            missed_frames=t.missed_frames,
-            status=t.status,
-            velocity_xy=t.velocity_xy.copy(),
-            anchor_xy=t.anchor_xy.copy(),
-            size_wh=t.size_wh.copy(),
-        )
-        for obj_id, t in state.tracks.items()
-    }
+    tracks = {obj_id: t.copy(logits_device="cpu") for obj_id, t in state.tracks.items()}
     rng = np.random.default_rng()
     rng.bit_generator.state = state.rng.bit_generator.state
     copy = TrackerState(frame_idx=state.frame_idx, tracks=tracks, next_obj_id=state.next_obj_id,
