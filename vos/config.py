@@ -83,7 +83,9 @@ class ModelConfig:
         checkpoint_sha256: expected SHA-256 of the checkpoint (64 hex digits), checked before
             loading when set, for every model type.
         device: torch device string ("cpu", "cuda", "cuda:1", ...).
-        dtype: compute dtype of the model; only "float32" so far.
+        dtype: dtype of the model's weights: "float32". bfloat16 compute is the ``bf16``
+            fast mode, which keeps float32 weights and the float32 fallback on CPUs without
+            native bf16; ``model.dtype=bfloat16`` says so in its error.
         fuse: apply structural re-parameterisation (BN and RepVGG branch fusion) after loading;
             models without branches to fuse (the ViT encoders) are left as they are.
         backend: "auto" (default: the fastest installed encoder backend on a CPU device,
@@ -94,7 +96,9 @@ class ModelConfig:
         fast_mode: "exact", or approximations joined by "+": "nopad" (no bottom/right
             padding for non-square frames), "sizeS" (encode at long side S, e.g. size512),
             "int8" (quantised encoder, graph backends), "roi" (encode only a crop around the
-            tracked objects; e.g. "roi+size512"). Parsed once into a
+            tracked objects; e.g. "roi+size512"), "bf16" (the encoder and most of the mask
+            decoder in bfloat16 where the hardware has it natively, float32 with a one-line
+            notice where not; e.g. "bf16+size512+nopad"). Parsed once into a
             ``repvit_sam.runtime.FastMode``. Measure with ``vos.bench --agreement``.
     """
 
@@ -108,6 +112,9 @@ class ModelConfig:
     fast_mode: FastMode = EXACT
 
     def __post_init__(self) -> None:
+        if self.dtype in ("bfloat16", "bf16"):
+            raise ConfigError(f"model.dtype={self.dtype!r}: expected float32 (the weights' dtype); "
+                              "for bfloat16 compute set model.fast_mode=bf16")
         _check_ranges(self, "model")
         sha = self.checkpoint_sha256
         if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha)):

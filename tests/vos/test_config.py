@@ -114,6 +114,8 @@ def test_dump_round_trip_records_provenance(tmp_path: Path) -> None:
         ("model.fast_mode=size100", "model.fast_mode=size100: "),
         ("model.fast_mode=turbo", "model.fast_mode=turbo: "),
         ("model.dtype=float16", "model.dtype='float16': expected one of float32"),
+        ("model.dtype=bfloat16", "model.dtype='bfloat16': expected float32 (the weights' dtype); "
+                                 "for bfloat16 compute set model.fast_mode=bf16"),
         ("model.checkpoint_sha256=abc", "model.checkpoint_sha256='abc': expected 64 hex digits"),
         ("seed=-1", "seed=-1: expected an integer >= 0"),
     ],
