@@ -25,7 +25,8 @@ def encoder_configs(
     a backend right after the other, so f32 and bf16 run side by side.
 
     ``bf16`` is timed where it can gain: on native bf16 hardware, not on ONNX Runtime (no
-    bf16 kernels on x86), and on the first torch variant only.
+    bf16 kernels on x86), and on one torch variant: ``channels_last`` (what
+    ``model.backend=torch`` runs) when it is timed, else the first.
     """
     configs = []
     for backend in backends:
@@ -42,7 +43,8 @@ def encoder_configs(
 def _times_bf16(backend: str, variant: str, torch_variants: Sequence[str]) -> bool:
     if backend == "onnxruntime" or not native_bf16("cpu")[0]:
         return False
-    return backend != "torch" or variant == torch_variants[0]
+    bf16_variant = "channels_last" if "channels_last" in torch_variants else torch_variants[0]
+    return backend != "torch" or variant == bf16_variant
 
 
 def encoder_shapes(sizes: Sequence[int], image_hw: tuple[int, int]) -> list[tuple[str, FastMode]]:
