@@ -47,7 +47,7 @@ class BackendSegmenter(SegmenterBase):
         decoder_backend: prompt-decoder backend; None: the default (PyTorch's batched decoder,
             whatever the encoder runs on). Embeddings that cover only part of SAM's 64x64 grid
             (``nopad`` on a non-square frame) always decode in torch: the decoder graph has a
-            fixed grid.
+            fixed grid. Decoder graphs run float32 in every mode, ``bf16`` included.
         mode: the fast mode (default exact), or its text form (``FastMode.parse``); not
             ``roi``, which :class:`repvit_sam.runtime.roi.RoiSegmenter` adds around this.
             ``bf16`` is dropped (one log line) where the device lacks native bf16:
@@ -188,8 +188,12 @@ class BackendSegmenter(SegmenterBase):
 
     def _decoder(self) -> GraphDecoder:
         if self._graph_decoder is None:
+            # float32 in every mode: the graph takes the frame size as a float input and
+            # resizes its logits to it, and OpenVINO in bf16 rounded that to 8 significant
+            # bits (an 854-wide frame got 856-wide masks) along with the logits and IoU that
+            # bf16 mode keeps float32. bf16's decoder is the torch batched decoder.
             session = self.decoder_runtime.decoder_session(
-                self.cache.decoder(), threads=self.threads, precision=self.precision)
+                self.cache.decoder(), threads=self.threads, precision="f32")
             self._graph_decoder = GraphDecoder(session, self.model.img_size, self.mask_threshold)
         return self._graph_decoder
 

@@ -206,6 +206,30 @@ def test_graph_bf16_encoder(
         assert BF16_CHANGES_SOMETHING < error < PATCH_ENCODER_REL_L2_MAX
 
 
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_graph_decoders_stay_float32_in_bf16_mode(
+    patch_model: Sam, tmp_path: Path, backend: str, force_bf16: None
+) -> None:
+    # The decoder graph takes the frame size as a float input: in bf16, 854 would round to
+    # 856 (8 significant bits) and the masks would come back two pixels too wide.
+    if not backend_available(backend):
+        pytest.skip(f"{backend} is not installed")
+    frame = np.random.default_rng(4).integers(0, 256, (480, 854, 3), dtype=np.uint8)
+    cache = GraphCache(patch_model, root=tmp_path)
+    exact = BackendSegmenter(patch_model, backend="torch", decoder_backend=backend,
+                             cache=cache, threads=1)
+    bf16 = BackendSegmenter(patch_model, backend="torch", decoder_backend=backend,
+                            cache=cache, threads=1, mode="bf16")
+    embedding = exact.encode(frame)
+    boxes = np.array([[100, 80, 500, 400], [600, 50, 850, 470]], np.float32)
+    ours = bf16.decode(embedding, boxes_xyxy=boxes, multimask_output=True)
+    theirs = exact.decode(embedding, boxes_xyxy=boxes, multimask_output=True)
+    assert ours.masks.shape == theirs.masks.shape == (2, 3, 480, 854)
+    # Same float32 graph, same embedding: the same answer.
+    np.testing.assert_array_equal(ours.low_res_logits.numpy(), theirs.low_res_logits.numpy())
+    np.testing.assert_array_equal(ours.masks, theirs.masks)
+
+
 # --------------------------------------------------------------------------- golden cases
 
 
