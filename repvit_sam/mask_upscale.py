@@ -96,17 +96,34 @@ class MaskUpscaler:
         Args:
             low_res: (256, 256) logits of one candidate.
         """
+        return self.extents(low_res[None])[0]
+
+    def extents(self, low_res: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
+        """:meth:`extent` of K candidates, (K, 256, 256) logits, in one pass over all of them.
+
+        One thresholding and two reductions for the whole batch instead of five small tensor
+        operations per candidate (at 100 objects x 3 candidates those cost ~1 ms per object).
+        """
         positive = low_res > self.threshold
-        rows = torch.nonzero(positive.any(dim=1)).flatten()
-        if len(rows) == 0:
-            return None
-        cols = torch.nonzero(positive.any(dim=0)).flatten()
-        return (
-            self._span(int(cols[0]), int(cols[-1]), axis=1)[0],
-            self._span(int(rows[0]), int(rows[-1]), axis=0)[0],
-            self._span(int(cols[0]), int(cols[-1]), axis=1)[1],
-            self._span(int(rows[0]), int(rows[-1]), axis=0)[1],
-        )
+        rows_any = positive.any(dim=-1).cpu().numpy()
+        cols_any = positive.any(dim=-2).cpu().numpy()
+        out: list[tuple[int, int, int, int] | None] = []
+        for row_flags, col_flags in zip(rows_any, cols_any, strict=True):
+            rows = np.flatnonzero(row_flags)
+            if rows.size == 0:
+                out.append(None)
+                continue
+            cols = np.flatnonzero(col_flags)
+            x0, x1 = self._span(int(cols[0]), int(cols[-1]), axis=1)
+            y0, y1 = self._span(int(rows[0]), int(rows[-1]), axis=0)
+            out.append((x0, y0, x1, y1))
+        return out
+
+    def crop_mask(
+        self, low_res: torch.Tensor, box: tuple[int, int, int, int] | None
+    ) -> CropMask | None:
+        """One candidate's mask over its extent ``box`` (from :meth:`extents`), or None."""
+        return None if box is None else CropMask(box[0], box[1], self.crop(low_res, box))
 
     def _span(self, first: int, last: int, axis: int) -> tuple[int, int]:
         """Image pixels whose value can read low-res cells first..last (one-cell margin)."""

@@ -53,6 +53,30 @@ def test_extent_holds_every_positive_pixel_and_little_more() -> None:
     assert upscaler.extent(torch.full((256, 256), -1.0)) is None
 
 
+def test_extents_of_a_batch_hold_each_candidates_positive_pixels() -> None:
+    orig_hw = (480, 854)
+    input_hw = ResizeLongestSide.get_preprocess_shape(*orig_hw, 1024)
+    upscaler = MaskUpscaler(input_hw, orig_hw)
+    logits = torch.full((5, 256, 256), -5.0)
+    logits[0, 100:110, 30:45] = 5.0
+    logits[2, 0:3, 200:256] = 5.0
+    logits[3, 140:144, 0:2] = 5.0
+    logits[4, 50:52, 60:61] = 5.0
+    logits[4, 120:121, 10:12] = 5.0  # two blobs: the extent spans both
+    extents = upscaler.extents(logits)
+    assert len(extents) == 5 and extents[1] is None
+    full = _full_masks(logits, input_hw, orig_hw)
+    for k in (0, 2, 3, 4):
+        box = extents[k]
+        assert box is not None and box == upscaler.extent(logits[k])
+        ys, xs = np.nonzero(full[k])
+        x0, y0, x1, y1 = box
+        assert x0 <= xs.min() and y0 <= ys.min() and xs.max() < x1 and ys.max() < y1
+        crop = upscaler.crop_mask(logits[k], box)
+        assert crop is not None and np.array_equal(crop.full(orig_hw), full[k])
+    assert upscaler.crop_mask(logits[1], None) is None
+
+
 def test_lazy_decode_masks_match_eager_ones() -> None:
     torch.manual_seed(0)
     model = build_repvit_sam().eval()
