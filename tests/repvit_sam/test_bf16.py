@@ -47,13 +47,13 @@ from tests.repvit_sam.test_conformance import (  # noqa: F401  (fixtures)
 
 # bf16 decoder against exact mode's float32 decoder, same embedding, every golden case (plain
 # and fused), worst case measured on the native path (AMX) / oneDNN capped at
-# AVX512_CORE_BF16 / capped at AVX2 (emulated): mask agreement 0.99600 / 0.99548 / 0.99515,
-# logit relative L2 0.0180 / 0.0193 / 0.0210, IoU 0.0055 / 0.0060 / 0.0060 (the bf16 layout
-# of issue 21's second round; the first round's worst were 0.99403, 0.0259 and 0.0114).
-# Each bound is about twice the worst deviation.
+# AVX512_CORE_BF16 / capped at AVX2 (emulated): mask agreement 0.99617 / 0.99557 / 0.99528,
+# logit relative L2 0.0171 / 0.0177 / 0.0177, IoU 0.0055 / 0.0060 / 0.0075 (the bf16 layout
+# of issue 21's second round, mask prompts downscaled in float32; the first round's worst
+# were 0.99403, 0.0259 and 0.0114). Each bound is about twice the worst deviation.
 GOLDEN_MASK_AGREEMENT_MIN = 0.990
-GOLDEN_LOGIT_REL_L2_MAX = 0.045
-GOLDEN_IOU_ABS_MAX = 0.013
+GOLDEN_LOGIT_REL_L2_MAX = 0.04
+GOLDEN_IOU_ABS_MAX = 0.015
 # A bf16 encoder (a 16x16 patch convolution, well conditioned) against its float32 run:
 # bf16 rounds the inputs and weights to 8 significant bits (2^-9 relative each). Measured
 # 2.95e-3 (torch, every variant) and 2.99e-3 (OpenVINO) on the native and AVX512_CORE_BF16
