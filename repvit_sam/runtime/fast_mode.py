@@ -15,8 +15,9 @@ Approximations trade exactness for speed and are never on by default:
   ``nopad`` for the encoder that sees them.
 - ``bf16``: the encoder and the mask decoder's transformer and upscaling compute in bfloat16
   where the hardware has it (AVX512-BF16 or AMX on a CPU, any bf16 GPU); the decoder's final
-  logits and IoU head stay float32. On a CPU without native bf16 it runs float32 and says so
-  in one line (:mod:`repvit_sam.runtime.precision`).
+  logits and IoU head stay float32. On a CPU without native bf16 (or whose bf16 GEMMs are not
+  faster than float32's, by a one-time probe) it runs float32 and says so in one line
+  (:mod:`repvit_sam.runtime.precision`).
 
 Modes combine with ``+`` (``size512+nopad``, ``roi+size512``, ``bf16+roi+size512``). The text form is parsed once,
 by :meth:`FastMode.parse` (the config loader does it), and travels as this typed value.

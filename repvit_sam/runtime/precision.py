@@ -12,7 +12,13 @@ Native bf16 means:
 - on CUDA, ``torch.cuda.is_bf16_supported()``;
 - on a CPU, the ``amx_bf16`` or ``avx512_bf16`` flag (x86) or ``bf16`` (Arm) in
   ``/proc/cpuinfo``, and no ``ONEDNN_MAX_CPU_ISA`` cap below oneDNN's first bf16 ISA
-  (``AVX512_CORE_BF16``): such a cap makes oneDNN emulate bf16, as on an AVX2-only CPU.
+  (``AVX512_CORE_BF16``): such a cap makes oneDNN emulate bf16, as on an AVX2-only CPU;
+- and, unless AMX tiles are usable (the ``amx_bf16`` flag and no cap below AMX), a probe:
+  bf16 dot products without AMX may or may not beat float32 (the issue measured 4.9x on an
+  AMD Zen 4; this Xeon capped at AVX512_CORE_BF16 gives 0.67x, and its whole bf16 decoder
+  then ran 1.04x float32's time), so one decoder-shaped GEMM (4096x256 by 256x256) is timed
+  in both precisions, once per process (about a millisecond), and bf16 counts as native only
+  where it multiplies at least ``PROBE_MIN_GAIN`` times faster.
 
 ``REPVIT_SAM_NATIVE_BF16=1`` (or ``0``) overrides the detection, e.g. to measure the
 emulated path's rounding on purpose or to test the fallback on a bf16 machine.
@@ -21,8 +27,11 @@ emulated path's rounding on purpose or to test the fallback on a bf16 machine.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,6 +48,10 @@ CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})
 # oneDNN's ISA names from AVX512_CORE_BF16 up: a cap at one of these still multiplies bf16
 # natively. AVX2_VNNI_2 only converts bf16; lower caps emulate it.
 _NATIVE_ISA_MARKERS = ("BF16", "FP16", "AMX", "AVX10", "ALL", "DEFAULT")
+# Caps that still let oneDNN use AMX tiles (AVX10 names include AMX where they have it).
+_AMX_ISA_MARKERS = ("AMX", "ALL", "DEFAULT")
+# Where a probe decides: bf16 must multiply at least this many times faster than float32.
+PROBE_MIN_GAIN = 1.25
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
@@ -61,12 +74,51 @@ def onednn_caps_bf16(isa: str | None = None) -> bool:
     return bool(isa) and not any(marker in isa for marker in _NATIVE_ISA_MARKERS)
 
 
-def native_bf16(device: torch.device | str = "cpu", cpuinfo: Path = CPUINFO) -> tuple[bool, str]:
+def _timed_min(fn: Callable[[], object], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@functools.cache
+def bf16_gemm_gain() -> float:
+    """float32 time over bf16 time of a decoder-shaped GEMM on this CPU (measured once).
+
+    4096x256 by 256x256, the batched decoder's typical product; both precisions interleaved,
+    best of 5 after a warm-up each, so a busy neighbour slows both alike.
+    """
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(4096, 256, generator=gen)
+    b = torch.randn(256, 256, generator=gen)
+    a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16)
+    with torch.inference_mode():
+        torch.mm(a, b)  # warm-up: the first call of each picks and prepares its kernel
+        torch.mm(a16, b16)
+        f32 = _timed_min(lambda: torch.mm(a, b), 5)
+        bf16 = _timed_min(lambda: torch.mm(a16, b16), 5)
+    return f32 / max(bf16, 1e-9)
+
+
+def _amx_usable(flags: frozenset[str]) -> bool:
+    isa = os.environ.get(ONEDNN_ISA_ENV, "").strip().upper()
+    return "amx_bf16" in flags and (not isa or any(m in isa for m in _AMX_ISA_MARKERS))
+
+
+def native_bf16(
+    device: torch.device | str = "cpu",
+    cpuinfo: Path = CPUINFO,
+    probe: Callable[[], float] = bf16_gemm_gain,
+) -> tuple[bool, str]:
     """Whether ``device`` computes bf16 natively, and why (one phrase for the log line).
 
     Args:
         device: the device the model runs on.
         cpuinfo: the CPU's feature file (tests pass their own).
+        probe: float32 over bf16 GEMM time, asked only for a CPU with bf16 flags whose AMX
+            tiles are absent or capped off (tests pass their own).
 
     Returns:
         (native, reason), e.g. ``(True, "CPU flags amx_bf16, avx512_bf16")``.
@@ -85,7 +137,14 @@ def native_bf16(device: torch.device | str = "cpu", cpuinfo: Path = CPUINFO) -> 
         return False, "no AVX512-BF16 or AMX on this CPU"
     if onednn_caps_bf16():
         return False, f"{ONEDNN_ISA_ENV}={os.environ[ONEDNN_ISA_ENV]} caps oneDNN below bf16"
-    return True, "CPU flags " + ", ".join(flags)
+    reason = "CPU flags " + ", ".join(flags)
+    if _amx_usable(frozenset(flags)):
+        return True, reason
+    gain = probe()
+    if gain < PROBE_MIN_GAIN:
+        return False, (f"{reason} without AMX tiles, and a bf16 GEMM runs {gain:.2f}x "
+                       f"float32's speed here (needs {PROBE_MIN_GAIN}x)")
+    return True, f"{reason}; a bf16 GEMM runs {gain:.2f}x float32's speed"
 
 
 def effective_mode(mode: FastMode, device: torch.device | str = "cpu") -> FastMode:

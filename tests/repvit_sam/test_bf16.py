@@ -16,7 +16,10 @@ nothing about a trained model; its tests use a well-conditioned encoder instead.
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,23 +125,60 @@ def test_native_bf16_reads_cpu_flags_and_isa_caps(
     monkeypatch.delenv(NATIVE_BF16_ENV, raising=False)
     monkeypatch.delenv(ONEDNN_ISA_ENV, raising=False)
     info = tmp_path / "cpuinfo"
+    probes: list[float] = []
+
+    def probe(gain: float):  # a stand-in GEMM probe that records being asked
+        def measure() -> float:
+            probes.append(gain)
+            return gain
+        return measure
+
+    # AMX tiles: native, no probe.
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n")
-    assert native_bf16("cpu", info)[0]
-    info.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")  # Arm (Graviton 3)
-    assert native_bf16("cpu", info)[0]
+    assert native_bf16("cpu", info, probe(0.5))[0] and not probes
+    # bf16 dot products without AMX (Zen 4, Cooper Lake; Arm): the probe decides.
+    for text in ("flags\t\t: fpu avx2 avx512f avx512_bf16\n", "Features\t: fp asimd bf16 i8mm\n"):
+        info.write_text("processor\t: 0\n" + text)
+        assert native_bf16("cpu", info, probe(4.9))[0]
+        native, reason = native_bf16("cpu", info, probe(0.67))
+        assert not native and "0.67x" in reason
+    assert probes == [4.9, 0.67, 4.9, 0.67]
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")  # AVX2 only
     native, reason = native_bf16("cpu", info)
     assert not native and "AMX" in reason
     assert not native_bf16("cpu", tmp_path / "absent")[0]
     info.write_text("processor\t: 0\nflags\t\t: avx512f avx512_bf16 amx_bf16\n")
-    for isa, expected in [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True),
-                          ("AVX512_CORE_AMX", True), ("AVX10_1_512_AMX", True)]:
+    # (cap, native with a slow probe, native with a fast one): caps below bf16 emulate it,
+    # a cap between bf16 and AMX leaves dot products only (the probe decides), AMX caps keep
+    # the tiles.
+    for isa, slow, fast in [("AVX2", False, False), ("avx512_core", False, False),
+                            ("AVX512_CORE_BF16", False, True), ("AVX512_CORE_AMX", True, True),
+                            ("AVX10_1_512_AMX", True, True)]:
         monkeypatch.setenv(ONEDNN_ISA_ENV, isa)
-        assert native_bf16("cpu", info)[0] is expected, isa
+        assert native_bf16("cpu", info, probe(0.67))[0] is slow, isa
+        assert native_bf16("cpu", info, probe(4.9))[0] is fast, isa
     monkeypatch.setenv(NATIVE_BF16_ENV, "1")
     assert native_bf16("cpu", tmp_path / "absent")[0]
     monkeypatch.setenv(NATIVE_BF16_ENV, "0")
     assert not native_bf16("cpu", info)[0]
+
+
+def test_the_gemm_probe_measures_this_cpu_once() -> None:
+    precision_module.bf16_gemm_gain.cache_clear()
+    gain = precision_module.bf16_gemm_gain()
+    # A ratio of two timings of the same product: positive and finite on any CPU (emulated
+    # bf16 gives ~0.01, AMX ~7 here), and measured once per process.
+    assert 0.0 < gain < 1000.0
+    assert precision_module.bf16_gemm_gain() == gain
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return
+    # With oneDNN capped at AVX2 every x86 CPU emulates bf16: the probe must see it slower.
+    code = ("from repvit_sam.runtime.precision import bf16_gemm_gain as g, PROBE_MIN_GAIN as m; "
+            "print(g() < m)")
+    env = {**os.environ, ONEDNN_ISA_ENV: "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "True"
 
 
 def test_without_native_bf16_the_mode_runs_float32_and_says_so_once(
