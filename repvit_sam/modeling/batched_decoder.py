@@ -118,9 +118,9 @@ class BatchedMaskDecoder(nn.Module):
             AMX: 10.6 ms in chunks of 4, 8.7 ms in chunks of 16; 58 MB more peak memory).
         bf16: run the transformer and the upscaling in bfloat16 (autocast on the
             embedding's device), keeping float32 for the mask prompt's downscaling (faster in
-            float32) and for the parts whose rounding matters: the final product of the upscaled features with the hypernetwork weights
-            (the logits, thresholded at 0 and fed back as the next frame's mask prompt) and
-            the IoU head. Off (default): float32 throughout, bit for bit unchanged.
+            float32) and for the parts whose rounding matters: the final product of the
+            upscaled features with the hypernetwork weights (the logits, thresholded at 0 and
+            fed back as the next frame's mask prompt) and the IoU head. Off (default): float32 throughout, bit for bit unchanged.
 
     The bf16 split, measured (1 thread, process CPU time, 8 objects against 1, Intel Xeon with
     AMX): per extra object float32 43 ms, bf16 transformer only 35 ms (0.81x), bf16
@@ -381,13 +381,11 @@ class BatchedMaskDecoder(nn.Module):
                 extra = (hidden_t, dense_w.t())
             keys = self._image_to_token_bf16(attn, scores, v_tok, shared, extra)
             return queries, layer.norm4(keys)
-        else:
-            scores = shared_image.queries @ _block_diagonal(k_tok).transpose(1, 2)  # (B, n, H*T)
-            if hidden_t is not None and coupling is not None:
-                scores.baddbmm_(hidden_t.transpose(1, 2), coupling)
-            probs = _softmax_per_head(scores.mul_(1.0 / math.sqrt(d)), heads)
-            keys = torch.baddbmm(shared + attn.out_proj.bias, probs,
-                                 self._folded_values(attn, v_tok))
+        scores = shared_image.queries @ _block_diagonal(k_tok).transpose(1, 2)  # (B, n, H*T)
+        if hidden_t is not None and coupling is not None:
+            scores.baddbmm_(hidden_t.transpose(1, 2), coupling)
+        probs = _softmax_per_head(scores.mul_(1.0 / math.sqrt(d)), heads)
+        keys = torch.baddbmm(shared + attn.out_proj.bias, probs, self._folded_values(attn, v_tok))
         if hidden_t is not None:
             keys.baddbmm_(hidden_t.transpose(1, 2), dense_w.t().expand(b, -1, -1))
         return queries, layer.norm4(keys)
@@ -418,7 +416,7 @@ class BatchedMaskDecoder(nn.Module):
         # scores[b, n, (h, t)] = (keys_pe[b, n] W_q,h^T + b_q,h) . k[b, h, t]
         folded = (k_tok @ w_q).flatten(1, 2)  # (B, H*T, C)
         bias = (k_tok @ attn_mod.q_proj.bias.reshape(heads, -1, 1)).flatten(1)  # (B, H*T)
-        if keys_pe is None:  # bf16: (B, H*T, n) scores, keys updated in place
+        if keys_pe is None:  # bf16 (no keys + pe): (B, H*T, n) scores, keys updated in place
             scale = 1.0 / math.sqrt(k_tok.shape[-1])
             scores = self._image_scores(folded * scale, keys, pe, None)
             scores.add_(bias[:, :, None] * scale)
