@@ -125,6 +125,10 @@ class MaskUpscaler:
         """One candidate's mask over its extent ``box`` (from :meth:`extents`), or None."""
         return None if box is None else CropMask(box[0], box[1], self.crop(low_res, box))
 
+    def candidate_crops(self, low_res: torch.Tensor) -> CandidateCrops:
+        """Lazy crops of (N, C, 256, 256) candidates' logits (see :class:`CandidateCrops`)."""
+        return CandidateCrops(self, low_res)
+
     def _span(self, first: int, last: int, axis: int) -> tuple[int, int]:
         """Image pixels whose value can read low-res cells first..last (one-cell margin)."""
         scale = float(self._scale[axis])
@@ -188,3 +192,31 @@ class MaskUpscaler:
         high = np.where(low < in_size - 1, low + 1, low)
         weights = np.stack([np.float32(1) - lam, lam], axis=1).astype(np.float32)
         return np.stack([low, high], axis=1), weights
+
+
+class CandidateCrops:
+    """Masks of N objects' C candidates, each cropped to where it can be positive, on demand.
+
+    The first request finds every candidate's extent in one pass (:meth:`MaskUpscaler.extents`);
+    each candidate is then upsampled once, when first asked for.
+
+    Args:
+        upscaler: the image's upscaler.
+        low_res: (N, C, 256, 256) logits.
+    """
+
+    def __init__(self, upscaler: MaskUpscaler, low_res: torch.Tensor) -> None:
+        self.upscaler = upscaler
+        self.low_res = low_res
+        self._extents: list[tuple[int, int, int, int] | None] | None = None
+        self._crops: dict[tuple[int, int], CropMask | None] = {}
+
+    def __call__(self, obj_idx: int, cand_idx: int) -> CropMask | None:
+        """Candidate ``cand_idx`` of object ``obj_idx``, or None where it is empty."""
+        key = (obj_idx, cand_idx)
+        if key not in self._crops:
+            if self._extents is None:
+                self._extents = self.upscaler.extents(self.low_res.flatten(0, 1))
+            box = self._extents[obj_idx * self.low_res.shape[1] + cand_idx]
+            self._crops[key] = self.upscaler.crop_mask(self.low_res[obj_idx, cand_idx].cpu(), box)
+        return self._crops[key]

@@ -96,8 +96,7 @@ class _UpscaledMasks:
         self.embedding = embedding
         self.upscaler = MaskUpscaler(embedding.input_hw, embedding.orig_hw,
                                      predictor.model.img_size, predictor.model.mask_threshold)
-        self._crops: dict[tuple[int, int], CropMask | None] = {}
-        self._extents: list[tuple[int, int, int, int] | None] | None = None
+        self._crops = self.upscaler.candidate_crops(low_res)
 
     def full(self) -> torch.Tensor:
         logits = self.predictor._postprocess_masks(self.low_res, self.embedding.input_hw,
@@ -105,13 +104,7 @@ class _UpscaledMasks:
         return logits > self.predictor.model.mask_threshold
 
     def crop(self, obj_idx: int, cand_idx: int) -> CropMask | None:
-        key = (obj_idx, cand_idx)
-        if key not in self._crops:
-            if self._extents is None:  # every candidate's extent in one pass
-                self._extents = self.upscaler.extents(self.low_res.flatten(0, 1))
-            box = self._extents[obj_idx * self.low_res.shape[1] + cand_idx]
-            self._crops[key] = self.upscaler.crop_mask(self.low_res[obj_idx, cand_idx].cpu(), box)
-        return self._crops[key]
+        return self._crops(obj_idx, cand_idx)
 
 
 class SamPredictor(SegmenterBase):

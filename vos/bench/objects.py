@@ -149,7 +149,7 @@ class ObjectShaped(SegmenterWrapper):
 class _ShapedMasks:
     def __init__(self, upscaler: Any, logits: Any) -> None:
         self.upscaler, self.logits = upscaler, logits
-        self._extents: list[Any] | None = None
+        self._crops = upscaler.candidate_crops(logits)
 
     def full(self) -> Any:
         import torch
@@ -159,10 +159,7 @@ class _ShapedMasks:
             n, c, *self.upscaler.orig_hw).to(torch.bool)
 
     def crop(self, obj_idx: int, cand_idx: int) -> Any:
-        if self._extents is None:  # as the predictor's masks: every extent in one pass
-            self._extents = self.upscaler.extents(self.logits.flatten(0, 1))
-        box = self._extents[obj_idx * self.logits.shape[1] + cand_idx]
-        return self.upscaler.crop_mask(self.logits[obj_idx, cand_idx], box)
+        return self._crops(obj_idx, cand_idx)
 
 
 class _StageClock(SegmenterWrapper):
