@@ -154,7 +154,7 @@ def test_fast_mode_keeps_the_decode_contract(random_model: Sam, mode: str) -> No
     assert again.iou_scores.shape == (1, 3)
 
 
-class _PatchEncoder(torch.nn.Module):
+class PatchEncoder(torch.nn.Module):
     """A cheap stand-in image encoder with SAM's geometry: 16x16 patches to 256 channels."""
 
     img_size = 1024
@@ -169,7 +169,7 @@ class _PatchEncoder(torch.nn.Module):
 
 def test_exact_torch_backend_equals_predictor(random_model: Sam) -> None:
     torch.manual_seed(0)
-    model = Sam(_PatchEncoder(), random_model.prompt_encoder, random_model.mask_decoder).eval()
+    model = Sam(PatchEncoder(), random_model.prompt_encoder, random_model.mask_decoder).eval()
     image = np.random.default_rng(2).integers(0, 256, (90, 160, 3), dtype=np.uint8)
     expected = SamPredictor(model).encode(image)
     seg = BackendSegmenter(model, backend="torch", torch_variant="plain")
@@ -181,7 +181,7 @@ def test_exact_torch_backend_equals_predictor(random_model: Sam) -> None:
 
 def test_torch_variants_agree(random_model: Sam) -> None:
     torch.manual_seed(0)
-    model = Sam(_PatchEncoder(), random_model.prompt_encoder, random_model.mask_decoder).eval()
+    model = Sam(PatchEncoder(), random_model.prompt_encoder, random_model.mask_decoder).eval()
     image = np.random.default_rng(4).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     outputs = {
         variant: BackendSegmenter(model, backend="torch", torch_variant=variant).encode(image)
@@ -200,7 +200,7 @@ def test_int8_encoder_is_calibrated_cached_and_close(
     if not (backend_available("onnxruntime") and backend_available(backend)):
         pytest.skip(f"{backend} (and onnxruntime's quantiser) not installed")
     torch.manual_seed(0)
-    model = Sam(_PatchEncoder(), random_model.prompt_encoder, random_model.mask_decoder).eval()
+    model = Sam(PatchEncoder(), random_model.prompt_encoder, random_model.mask_decoder).eval()
     rng = np.random.default_rng(5)
     frames = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(3)]
     cache = GraphCache(model, root=tmp_path)

@@ -37,12 +37,14 @@ from repvit_sam.runtime.precision import (
     onednn_caps_bf16,
 )
 from repvit_sam.runtime.runners import TorchEncoder, backend_available
+from tests.repvit_sam.test_backends import PatchEncoder
 from tests.repvit_sam.test_conformance import (  # noqa: F401  (fixtures)
     CASES,
     conformance_checkpoint,
     golden,
     image,
     prompts,
+    rel_l2,
     run_case,
     unpack_masks,
     variant_predictor,
@@ -65,28 +67,11 @@ PATCH_ENCODER_REL_L2_MAX = 0.006
 BF16_CHANGES_SOMETHING = 1e-4  # float32 kernels agree with each other to ~1e-7
 
 
-def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
-
-
-class _PatchEncoder(torch.nn.Module):
-    """A cheap stand-in image encoder with SAM's geometry: 16x16 patches to 256 channels."""
-
-    img_size = 1024
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.proj = torch.nn.Conv2d(3, 256, kernel_size=16, stride=16)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
-
-
 @pytest.fixture(scope="module")
 def patch_model() -> Sam:
     torch.manual_seed(0)
     base = build_repvit_sam().eval()
-    return Sam(_PatchEncoder(), base.prompt_encoder, base.mask_decoder).eval()
+    return Sam(PatchEncoder(), base.prompt_encoder, base.mask_decoder).eval()
 
 
 @pytest.fixture()
