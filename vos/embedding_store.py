@@ -95,6 +95,9 @@ class SpillCache(Generic[V]):
             by :meth:`close`. An existing folder's files are adopted (a persistent cache),
             oldest access first.
         name: what the log lines call the values ("embedding", "frame state").
+        write_through: also write every value to the disk folder when it is put (not only
+            when memory overflows), so a named folder holds everything after a kill; the
+            annotator's sessions persist their stores this way.
 
     Example:
         >>> cache = SpillCache(pickle.dumps, pickle.loads, len, memory_bytes=1 << 20,
@@ -112,6 +115,7 @@ class SpillCache(Generic[V]):
         disk_bytes: int,
         folder: str | os.PathLike[str] | None = None,
         name: str = "value",
+        write_through: bool = False,
     ) -> None:
         if memory_bytes < 0 or disk_bytes < 0:
             raise ValueError(f"{name} cache: budgets must be >= 0, got memory {memory_bytes}, "
@@ -119,6 +123,8 @@ class SpillCache(Generic[V]):
         self._dumps, self._loads, self._nbytes = dumps, loads, nbytes
         self.memory_bytes, self.disk_bytes = int(memory_bytes), int(disk_bytes)
         self.name = name
+        self.write_through = write_through
+        self._unwritable_said = False
         self.stats = StoreStats()
         self._memory: collections.OrderedDict[str, _Entry[V]] = collections.OrderedDict()
         self._memory_used = 0
@@ -187,6 +193,17 @@ class SpillCache(Generic[V]):
         """Store ``value`` under ``key`` (replacing an older one), spilling as budgets ask."""
         with self._lock:
             self.discard(key)
+            if self.write_through:
+                try:
+                    self._spill(key, value)
+                except (TypeError, KeyError, AttributeError, ValueError,
+                        pickle.PicklingError) as exc:
+                    # A value this cache cannot serialise (a test fake's embedding): it
+                    # stays in memory only, said once.
+                    if not self._unwritable_said:
+                        self._unwritable_said = True
+                        logger.warning("%s cache: a %s cannot be written to disk (%s); kept in "
+                                       "memory only", self.name, type(value).__name__, exc)
             self._keep(key, value)
 
     def discard(self, key: str) -> None:

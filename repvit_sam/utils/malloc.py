@@ -69,3 +69,23 @@ def retain_freed_memory(threshold_bytes: int = 1 << 30, top_pad_bytes: int = 64 
     pad_set = mallopt(_M_TOP_PAD, min(int(top_pad_bytes), 2**31 - 1)) == 1
     _applied = threshold_set and trim_set and pad_set
     return _applied
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's free memory back to the kernel now (glibc's ``malloc_trim(0)``).
+
+    With :func:`retain_freed_memory` in force, memory freed by a finished job stays in the
+    process for the next one. A server that has just dropped a large state (the annotator
+    closing a session) calls this so its resident size falls back. Returns True when glibc
+    released something; False elsewhere (nothing to call, or nothing freed).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim(0) == 1

@@ -34,6 +34,7 @@ MODES = {
     "vos": "vos.cli.vos",
     "uvo": "vos.cli.uvo",
     "batch": "vos.cli.batch",
+    "annotate": "vos.cli.annotate",
 }
 DEFAULT_MODE = "video"
 
