@@ -119,6 +119,10 @@ class Book:
     def next_undo_n(self) -> int | None:
         return self._undo[-1].n if self._undo else None
 
+    def next_undo_kind(self) -> str | None:
+        """The kind of line (``add``, ``remove``...) the next undo takes back."""
+        return self._undo[-1].kind if self._undo else None
+
     def kept_versions(self) -> set[str]:
         """Entry versions still needed: those in force and those an undo may bring back."""
         kept = set(self.current.values())

@@ -541,6 +541,9 @@ class Session:
         with self._editing():
             target = self.book.next_undo_n()
             what = self.book.next_undo()
+            # Where to look: the frame a click, box, mask or clear was on; an object that
+            # comes back (or goes) is on every frame, so the page stays where it is.
+            local = self.book.next_undo_kind() in ("add", "mask", "clear")
             if target is None:
                 raise AnnotatorError("nothing to undo")
             effects = self.log_line({"op": "undo", "target": target})
@@ -555,8 +558,9 @@ class Session:
             for obj_id in [k for k in self.results.lanes if k not in self.book.objects]:
                 self.results.drop(obj_id)
             self.changed()
-            obj = next((e.obj for e in effects), None)
-            return {"undone": what, "frame": frames[0] if frames else None, "obj": obj}
+            obj = next((e.obj for e in effects if e.obj >= 0), None)
+            return {"undone": what, "frame": frames[0] if frames and local else None,
+                    "obj": obj}
 
     def import_masks(self, masks: dict[int, np.ndarray], names: dict[int, str]) -> dict[str, Any]:
         """Give objects' masks on frames, as prompts to correct and track (one undoable

@@ -208,20 +208,21 @@ class SessionStore:
         try:
             with open_source(video) as source:
                 info = source.info
+                if info.num_frames and info.num_frames > self.limits.max_frames:
+                    raise AnnotatorError(f"{name} has {info.num_frames} frames; this server "
+                                         f"takes at most {self.limits.max_frames}")
+                height, width = info.image_hw
+                if width * height > self.limits.max_pixels:  # before decoding one frame
+                    raise AnnotatorError(
+                        f"{name} is {width}x{height}; this server takes at most "
+                        f"{self.limits.max_pixels / 1e6:.1f} megapixels a frame (1920x1080 by "
+                        "default): downscale it first, e.g. ffmpeg -i in.mp4 -vf scale=1920:-2 "
+                        "out.mp4")
                 first = next(iter(source.frames(0, 1)), None)
         except SourceError:
             raise AnnotatorError(f"{name} could not be decoded as a video") from None
         if first is None or not info.num_frames:
             raise AnnotatorError(f"{name} has no readable frames")
-        if info.num_frames > self.limits.max_frames:
-            raise AnnotatorError(f"{name} has {info.num_frames} frames; this server takes "
-                                 f"at most {self.limits.max_frames}")
-        height, width = info.image_hw
-        if width * height > self.limits.max_pixels:
-            raise AnnotatorError(
-                f"{name} is {width}x{height}; this server takes at most "
-                f"{self.limits.max_pixels / 1e6:.1f} megapixels a frame (1920x1080 by "
-                "default): downscale it first, e.g. ffmpeg -i in.mp4 -vf scale=1920:-2 out.mp4")
         return {"name": name, "video": str(video.relative_to(inside)) if inside else str(video),
                 "num_frames": int(info.num_frames), "width": width, "height": height,
                 "fps": float(info.fps), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
