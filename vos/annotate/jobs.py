@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from vos.annotate.errors import one_line
-from vos.annotate.predictor_state import save_checkpoint, save_entry
+from vos.annotate.predictor_state import forget_unprompted, save_checkpoint, save_entry
 from vos.io.sinks import ResultSink
 from vos.io.sources import open_source
 from vos.pipeline import frame_names_for
@@ -200,7 +199,7 @@ def run_model_replay(session: Session, job: Job, ops: list[dict[str, Any]]) -> N
                         index += 1
                     job.done = index
                     continue
-                session.replay_call(op, book)
+                _replay_call(session, op, book)
                 index += 1
                 job.done = index
             session.book = book
@@ -214,9 +213,28 @@ def run_model_replay(session: Session, job: Job, ops: list[dict[str, Any]]) -> N
         job.finish("error", f"restore failed: {reason}")
 
 
-def save_replayed_entry(session: Session, op: dict[str, Any]) -> None:
-    """After a replayed ``add``: its entry file, as a live call writes it."""
-    save_entry(session.folder, str(op["n"]), session.state, int(op["frame"]), int(op["obj"]))
+def _replay_call(session: Session, op: dict[str, Any], book: Any) -> None:
+    """One action of an older log, made through the predictor as it was made live."""
+    predictor, state = session.predictor, session.state
+    assert predictor is not None
+    kind = op["op"]
+    out = None
+    if kind == "add":
+        points = op.get("points") or None
+        out = predictor.add_new_points_or_box(
+            state, op["frame"], op["obj"], points=points,
+            labels=op.get("labels") if points else None, clear_old_points=op["clear_old"],
+            box=op.get("box"))
+    elif kind == "clear" and op["obj"] in state.track_ids:
+        out = predictor.clear_all_prompts_in_frame(state, op["frame"], op["obj"])
+    elif kind == "remove":
+        predictor.remove_object(state, op["obj"], need_output=False)
+    forget_unprompted(state)
+    if kind == "add":
+        save_entry(session.folder, str(op["n"]), session.state, int(op["frame"]), int(op["obj"]))
+    book.apply(op)
+    if out is not None:
+        session.write_frame(*out)
 
 
 # ---------------------------------------------------------------------- background encoding

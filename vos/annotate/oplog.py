@@ -164,7 +164,7 @@ class Book:
         elif kind == "remove":
             obj = int(op["obj"])
             name = self.objects.pop(obj, None)
-            held = {k: v for k, v in self.current.items() if k[1] == obj}
+            held: dict[Key, str | None] = {k: v for k, v in self.current.items() if k[1] == obj}
             for key in held:
                 del self.current[key]
             effects.append(Effect("remove", obj))

@@ -75,7 +75,7 @@ def save_entry(folder: Path, version: str, state: InferenceState, frame_idx: int
     if prompts.mask is not None:
         arrays["mask"] = np.packbits(prompts.mask, axis=-1)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
     path = entry_path(folder, version)
     path.parent.mkdir(exist_ok=True)
     with atomic_open(path, "wb") as handle:

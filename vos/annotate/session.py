@@ -36,6 +36,7 @@ import numpy as np
 
 from vos.annotate import jobs
 from vos.annotate.errors import AnnotatorError, BusyError, ReadOnlyError, one_line
+from vos.annotate.inputs import box_of, clicks, ranges, whole_number
 from vos.annotate.jobs import Job
 from vos.annotate.limits import Limits
 from vos.annotate.oplog import Book, Effect, OpLog
@@ -45,17 +46,15 @@ from vos.annotate.predictor_state import (
     apply_effects,
     forget_unprompted,
     frame_output,
-    load_checkpoint,
     load_entry,
     persist_states,
-    read_checkpoint,
-    remove_entries_except,
     save_checkpoint,
     save_entry,
     stale_frames,
     status_letters,
     validity,
 )
+from vos.annotate.restore import restore
 from vos.annotate.results import ResultStore
 from vos.config import RunConfig
 from vos.io.sinks import object_color
@@ -72,26 +71,6 @@ MAX_OBJ_ID = 255  # palette PNGs hold ids 1..255; ids are never reused
 # The annotator never drops an object for being missed: it stays LOST, searched for on
 # every frame, until the user removes it.
 NEVER_DROPPED = 10**9
-
-
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise AnnotatorError(f"{what}: expected a whole number, got {value!r}"[:200])
-    return value
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AnnotatorError(f"{what}: expected a number, got {value!r}"[:200])
-    if not np.isfinite(float(value)):
-        raise AnnotatorError(f"{what}: expected a finite number (got NaN or infinity)")
-    return float(value)
-
-
-def ranges(flags: np.ndarray) -> list[list[int]]:
-    """[[first, last], ...] of the runs of True in a (N,) bool array."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
-    return [[int(a), int(b) - 1] for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 class Session:
@@ -180,7 +159,7 @@ class Session:
             self.closed.clear()
             if self.read_only is None:
                 try:
-                    self._restore()
+                    restore(self)
                 except (RestoreError, ValueError, KeyError, TypeError, OSError) as exc:
                     logger.warning("session %s: opened read-only: %s", self.sid[:6], exc)
                     self.read_only = self.user_message(exc)
@@ -203,65 +182,8 @@ class Session:
                 self._page_reader = None
             self._jpegs.clear()
 
-    def _load(self, version: str) -> Entry:
+    def load_entry(self, version: str) -> Entry:
         return load_entry(self.folder, version, (self.height, self.width))
-
-    def _restore(self) -> None:
-        """The predictor's state from disk: the saved facts, the entries they hold, then the
-        log lines after them (no model). An older session without saved facts is replayed
-        through the model once, as a background job."""
-        ops = self.log.read()
-        facts = read_checkpoint(self.folder)
-        if facts is None and any(op["op"] in ("add", "mask", "clear", "import", "track")
-                                 for op in ops):
-            self.job = jobs.start(self, Job("restore", total=len(ops)), jobs.run_model_replay,
-                                  ops)
-            return
-        tag = int(facts["tag"]) if facts else 0
-        if tag > len(ops):
-            raise RestoreError("the saved model state is ahead of the session's log")
-        book = Book(self.limits.undo_depth)
-        for op in ops[:tag]:
-            book.apply(op)
-        if facts is not None:
-            load_checkpoint(self.state, facts, sorted(book.current.items()), self._load)
-        touched: set[int] = set()
-        for op in ops[tag:]:
-            effects = book.apply(op)
-            self._apply(effects)
-            touched |= {effect.frame for effect in effects}
-        prompted = {(t, o) for t, objs in self.state.prompted.items() for o in objs}
-        if prompted != set(book.current):
-            raise RestoreError("the saved prompts and the session's log disagree")
-        self.book = book
-        # Frames a line after the saved facts changed may not have been written yet.
-        for frame_idx in sorted(touched - {-1}):
-            self.write_frame(frame_idx, *frame_output(self.predictor, self.state, frame_idx))
-        save_checkpoint(self.folder, self.state, book.count)
-        self.notice = self._interrupted(ops)
-        if self.log.damaged:
-            self.notice = f"{self.notice or ''} {self.log.damaged} damaged line(s) of this " \
-                          "session's log were skipped.".strip()
-        remove_entries_except(self.folder, book.kept_versions())
-
-    @staticmethod
-    def _interrupted(ops: list[dict[str, Any]]) -> str | None:
-        """What the page says of a pass that a restart cut short, or None."""
-        open_pass: dict[str, Any] | None = None
-        frames = 0
-        for op in ops:
-            if op["op"] == "track" and "n" in op:  # older logs mark no pass ends
-                open_pass, frames = op, 0
-            elif op["op"] == "frame":
-                frames += 1
-            elif op["op"] == "end":
-                open_pass = None
-        if open_pass is None:
-            return None
-        direction = "backward" if open_pass["reverse"] else "forward"
-        return (f"Tracking {direction} from frame {open_pass['start']} was interrupted by a "
-                f"server restart after {frames} frame(s); they are kept. Track again to "
-                "finish.")
 
     def retry(self) -> None:
         """Open again from disk after a failed restore."""
@@ -279,9 +201,10 @@ class Session:
         self.results.load(set(self.book.objects))
         self.open(*model)
 
-    def _apply(self, effects: list[Effect]) -> None:
+    def apply(self, effects: list[Effect]) -> None:
+        """Make one log line's effects happen on the predictor (restore and undo)."""
         assert self.predictor is not None
-        apply_effects(self.predictor, self.state, effects, self._load)
+        apply_effects(self.predictor, self.state, effects, self.load_entry)
 
     # ------------------------------------------------------------------ shared with jobs
     def log_line(self, op: dict[str, Any]) -> list[Effect]:
@@ -305,29 +228,6 @@ class Session:
             return []
         lanes = {k: v for k, v in self.results.lanes.items() if k in self.book.objects}
         return np.flatnonzero(stale_frames(self.state, lanes)).tolist()
-
-    def replay_call(self, op: dict[str, Any], book: Book) -> None:
-        """One action of an older log, made through the predictor as it was made live."""
-        predictor, state = self.predictor, self.state
-        assert predictor is not None
-        kind = op["op"]
-        out = None
-        if kind == "add":
-            points = op.get("points") or None
-            out = predictor.add_new_points_or_box(
-                state, op["frame"], op["obj"], points=points,
-                labels=op.get("labels") if points else None, clear_old_points=op["clear_old"],
-                box=op.get("box"))
-        elif kind == "clear" and op["obj"] in state.track_ids:
-            out = predictor.clear_all_prompts_in_frame(state, op["frame"], op["obj"])
-        elif kind == "remove":
-            predictor.remove_object(state, op["obj"], need_output=False)
-        forget_unprompted(state)
-        if kind == "add":
-            jobs.save_replayed_entry(self, op)
-        book.apply(op)
-        if out is not None:
-            self.write_frame(*out)
 
     @staticmethod
     def user_message(exc: BaseException) -> str:
@@ -400,14 +300,14 @@ class Session:
         return text
 
     def _check_frame(self, frame_idx: Any) -> int:
-        frame_idx = _int(frame_idx, "frame")
+        frame_idx = whole_number(frame_idx, "frame")
         if not 0 <= frame_idx < self.num_frames:
             raise AnnotatorError(f"frame {frame_idx} is out of range: the video has "
                                  f"{self.num_frames} frames (0 to {self.num_frames - 1})")
         return frame_idx
 
     def _check_obj(self, obj_id: Any) -> int:
-        obj_id = _int(obj_id, "object")
+        obj_id = whole_number(obj_id, "object")
         if obj_id not in self.book.objects:
             raise AnnotatorError(f"object {obj_id} does not exist: add an object first")
         return obj_id
@@ -434,8 +334,8 @@ class Session:
                 clicks, a degenerate box.
         """
         frame_idx, obj_id = self._check_frame(frame_idx), self._check_obj(obj_id)
-        xy, labels = self._clicks(points)
-        box_xyxy = self._box(box)
+        xy, labels = clicks(points, self.width, self.height)
+        box_xyxy = box_of(box, self.width, self.height)
         if not xy and box_xyxy is None:
             raise AnnotatorError("empty prompt: click on the object or drag a box around it")
         with self._editing():
@@ -456,41 +356,6 @@ class Session:
             save_entry(self.folder, str(self.book.count), self.state, frame_idx, obj_id)
             self.log_line(op)
             self.write_frame(*out)
-
-    def _clicks(self, points: Any) -> tuple[list[list[float]], list[int]]:
-        if points is None:
-            return [], []
-        if not isinstance(points, list):
-            raise AnnotatorError("clicks: expected a list of [x, y, label]")
-        if len(points) > MAX_POINTS:  # before looking at each one
-            raise AnnotatorError(f"at most {MAX_POINTS} clicks per object on a frame: undo "
-                                 "or clear some first")
-        xy, labels = [], []
-        for point in points:
-            if not isinstance(point, list) or len(point) != 3:
-                raise AnnotatorError("clicks: expected a list of [x, y, label]")
-            x, y = _number(point[0], "click x"), _number(point[1], "click y")
-            label = _int(point[2], "click label")
-            if label not in (0, 1):
-                raise AnnotatorError("click label: 1 adds to the object, 0 removes")
-            if not (0 <= x <= self.width and 0 <= y <= self.height):
-                raise AnnotatorError(f"click ({x:g}, {y:g}) lies outside the "
-                                     f"{self.width}x{self.height} frame")
-            xy.append([x, y])
-            labels.append(label)
-        return xy, labels
-
-    def _box(self, box: Any) -> list[float] | None:
-        if box is None:
-            return None
-        if not isinstance(box, list) or len(box) != 4:
-            raise AnnotatorError("box: expected [x0, y0, x1, y1]")
-        x0, y0, x1, y1 = (_number(v, "box") for v in box)
-        x0, x1 = sorted((min(max(x0, 0.0), self.width), min(max(x1, 0.0), self.width)))
-        y0, y1 = sorted((min(max(y0, 0.0), self.height), min(max(y1, 0.0), self.height)))
-        if x1 - x0 < 1 or y1 - y0 < 1:
-            raise AnnotatorError("empty box: drag a box with a visible width and height")
-        return [x0, y0, x1, y1]
 
     def clear(self, frame_idx: Any, obj_id: Any) -> None:
         """Remove the object's prompts on the frame."""
@@ -547,8 +412,9 @@ class Session:
             if target is None:
                 raise AnnotatorError("nothing to undo")
             effects = self.log_line({"op": "undo", "target": target})
-            self._apply(effects)
+            self.apply(effects)
             frames = sorted({e.frame for e in effects if e.kind == "entry"})
+            assert self.predictor is not None
             for effect in effects:
                 if effect.kind == "unremove":
                     self.results.reload_lane(effect.obj)
@@ -586,7 +452,7 @@ class Session:
             mapping = {i: self.book.next_obj_id + k for k, i in enumerate(ids)}
             objects = [[mapping[i], one_line(names.get(i) or f"object {mapping[i]}")[:40]]
                        for i in ids]
-            entries = []
+            entries: list[list[int]] = []
             n = self.book.count
             valid = validity(self.state)
             for frame_idx in sorted(masks):

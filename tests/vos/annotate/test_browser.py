@@ -310,7 +310,7 @@ def write_timings(timings: dict[str, Any]) -> None:
     """The measured figures as a Markdown table (not asserted: shared CPUs vary)."""
     clicks = timings["clicks"]
     rows = [
-        ("click to mask in the page (median of %d)" % len(clicks),
+        (f"click to mask in the page (median of {len(clicks)})",
          f"{statistics.median(clicks):.0f} ms"),
         ("tracking, both ways from the prompts", f"{timings['track_fps']:.2f} frames/s"),
         ("re-tracking after a correction", f"{timings['retrack_fps']:.2f} frames/s"),

@@ -145,7 +145,7 @@ def test_kill_at_each_point_and_restart(annotating_checkpoint: Path, clip: Path,
         assert data["job"]["state"] == "done" and data["stale"] == [] and data["notice"] is None
         tracked = results(workdir, sid)
         row("SIGKILL while tracking (after 3+ frames); restart",
-            f"the note 'Tracking forward from frame 0 was interrupted by a server restart "
+            "the note 'Tracking forward from frame 0 was interrupted by a server restart "
             "after N frame(s); they are kept. Track again to finish.'",
             "every finished frame's masks; tracking again finishes the rest")
 
