@@ -205,6 +205,47 @@ def _mask_decoder() -> MaskDecoder:
     )
 
 
+def resolve_device(device: str | torch.device, *, warn: bool = True) -> torch.device:
+    """The device a model is placed on: the one device rule of every entry point.
+
+    ``device`` itself where this machine has it. A CUDA device (``"cuda"`` or ``"cuda:N"``,
+    alike) or an MPS device on a machine without one falls back to the CPU, with one warning
+    (each call): scripts written for a GPU (SAM 2's default ``device="cuda"``) run here
+    unchanged, only slower. A machine with CUDA but fewer GPUs than ``cuda:N`` asks for is an
+    error: that index names a GPU that does not exist, not a missing accelerator.
+
+    Args:
+        device: a torch device or its name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+        warn: log the fallback (False: only check and resolve).
+
+    Raises:
+        ValueError: not a device name, a device type other than cpu/cuda/mps, or a CUDA
+            index this machine does not have.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r}: expected cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count and parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"device {device}: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+        if count:
+            return parsed
+    elif parsed.type == "mps":
+        if torch.backends.mps.is_available():
+            return parsed
+    elif parsed.type == "cpu":
+        return parsed
+    else:
+        raise ValueError(f"device {device!r}: expected cpu, cuda, cuda:N or mps")
+    if warn:
+        logger.warning("device %s: this machine has no %s device; running on the CPU",
+                       parsed, "CUDA" if parsed.type == "cuda" else "MPS")
+    return torch.device("cpu")
+
+
 def _finish(
     model: Sam,
     checkpoint: PathLike | None,
@@ -217,7 +258,7 @@ def _finish(
         load_checkpoint(model, checkpoint, strict=True, expected_sha256=checkpoint_sha256)
     if fuse:
         model.fuse()
-    return model.to(device)
+    return model.to(resolve_device(device))
 
 
 def build_repvit_sam(
@@ -231,7 +272,8 @@ def build_repvit_sam(
 
     Args:
         checkpoint: the official ``repvit_sam.pt``; None leaves random weights.
-        device: where the model lives.
+        device: where the model lives (a CUDA device this machine lacks: the CPU, with a
+            warning; :func:`resolve_device`).
         fuse: fold BN and RepVGG branches after loading (exact in eval mode, faster).
         checkpoint_sha256: verify the checkpoint file's hash before loading.
 

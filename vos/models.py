@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from repvit_sam import Sam, sam_model_registry
-from repvit_sam.build import file_sha256
+from repvit_sam.build import file_sha256, resolve_device
 from repvit_sam.runtime import build_segmenter as build_runtime_segmenter
 from repvit_sam.segmenter import SegmenterBase
 from vos.config import ModelConfig
@@ -32,9 +32,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_ENV = "REPVIT_SAM_CHECKPOINT"
 NO_CHECKPOINT = (
     "no checkpoint given: download the official RepViT-SAM weights with "
-    "`python -m repvit_sam.download --model repvit --dest weights` and pass "
-    "--checkpoint weights/repvit_sam.pt (or set model.checkpoint, or "
-    f"the {CHECKPOINT_ENV} environment variable)"
+    "`python -m repvit_sam.download --model repvit --dest weights` and give "
+    "weights/repvit_sam.pt as the checkpoint (model.checkpoint in a config, --checkpoint "
+    f"on the command line, or the {CHECKPOINT_ENV} environment variable)"
 )
 
 
@@ -66,7 +66,7 @@ def check_model_config(cfg: ModelConfig, *, device: bool = True) -> None:
 
     Args:
         cfg: the model config.
-        device: also check that this machine has ``cfg.device`` (a Ray driver need not
+        device: also check ``cfg.device`` (:func:`check_device`; a Ray driver need not
             have the GPUs its workers have).
 
     Raises:
@@ -75,7 +75,7 @@ def check_model_config(cfg: ModelConfig, *, device: bool = True) -> None:
     if not cfg.checkpoint:
         raise ModelError(NO_CHECKPOINT)
     if not Path(cfg.checkpoint).is_file():
-        raise ModelError(f"--checkpoint {cfg.checkpoint}: no such file. " + NO_CHECKPOINT)
+        raise ModelError(f"checkpoint {cfg.checkpoint}: no such file. " + NO_CHECKPOINT)
     if cfg.model_type not in sam_model_registry:
         raise ModelError(
             f"model.model_type={cfg.model_type!r}: expected one of "
@@ -86,26 +86,19 @@ def check_model_config(cfg: ModelConfig, *, device: bool = True) -> None:
 
 
 def check_device(device: str) -> None:
-    """Raise ModelError unless ``device`` names a device this machine has.
+    """Raise ModelError unless ``device`` names a device a model can be placed on here.
+
+    The rule is :func:`repvit_sam.build.resolve_device`'s, the same for every entry point: a
+    CUDA device (``cuda`` or ``cuda:N`` alike) or an MPS device this machine lacks is not an
+    error; the model falls back to the CPU with one warning when it is built.
 
     Raises:
-        ModelError: an unknown device string, or a CUDA/MPS device that is not available.
+        ModelError: an unknown device string, or a CUDA index this machine does not have.
     """
     try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ModelError(f"model.device={device!r}: expected cpu, cuda, cuda:N or mps") from None
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ModelError(f"model.device={device}: no CUDA device is available here "
-                             "(use --device cpu)")
-        if parsed.index is not None and parsed.index >= count:
-            raise ModelError(f"model.device={device}: this machine has {count} CUDA device(s)")
-    elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelError(f"model.device={device}: no MPS device is available here")
-    elif parsed.type not in ("cpu", "cuda", "mps"):
-        raise ModelError(f"model.device={device!r}: expected cpu, cuda, cuda:N or mps")
+        resolve_device(device, warn=False)
+    except ValueError as exc:
+        raise ModelError(f"model.device={device}: {str(exc).partition(': ')[2]}") from None
 
 
 def load_model(cfg: ModelConfig) -> LoadedModel:

@@ -23,6 +23,7 @@ from vos.pipeline import run_video
 from vos.tracker import VideoTracker
 from vos.types import Prompt, PromptError
 from vos.video_predictor import NO_OBJ_SCORE, VideoPredictor
+from vos.video_predictor.outputs import fill_small_holes, hole_area_pixels
 
 NUM_FRAMES = 12
 HW = (96, 128)
@@ -266,12 +267,12 @@ def test_add_new_mask_and_normalized_coordinates(scene_folder) -> None:
         (lambda p, s: p.add_new_points_or_box(s, 0, 1, points=[[5, 5]]),
          PromptError, "points and labels must be provided together"),
         (lambda p, s: p.add_new_points_or_box(s, 0, 1, points=[[5, 5]], labels=[1, 1]),
-         PromptError, "expected 1 labels"),
+         PromptError, "expected one label per point"),
         (lambda p, s: p.add_new_points_or_box(s, 0, 1, box=[1, 1, 9, 9],
                                               clear_old_points=False),
          PromptError, "cannot add box without clearing old points"),
-        (lambda p, s: p.add_new_mask(s, 0, 1, np.ones((10, 10), bool)),
-         PromptError, r"expected a 2-D mask of shape \(96, 128\)"),
+        (lambda p, s: p.add_new_mask(s, 0, 1, np.ones((2, 96, 128), bool)),
+         PromptError, r"expected a 2-D mask .* got shape \(2, 96, 128\)"),
         (lambda p, s: p.clear_all_prompts_in_frame(s, 0, 7),
          ValueError, "obj_id 7: no such object"),
         (lambda p, s: list(p.propagate_in_video(s)),
@@ -374,8 +375,11 @@ def test_real_model_forward_equals_vos_run_and_store_is_exact(
     seeing_checkpoint = tracking_checkpoint
     box = [290.0, 140.0, 530.0, 330.0]
     overrides = ["model.backend=torch"]
+    # apply_postprocessing=False: the tracker's masks as they are (SAM 2's default fills
+    # small holes, checked below).
     predictor = build_sam2_video_predictor("repvit", seeing_checkpoint, device="cpu",
-                                           hydra_overrides_extra=overrides)
+                                           hydra_overrides_extra=overrides,
+                                           apply_postprocessing=False)
     state = predictor.init_state(davis_frames)
     # As SAM 2 users call it; exact mode must stay exact inside their autocast block.
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -393,6 +397,8 @@ def test_real_model_forward_equals_vos_run_and_store_is_exact(
 
     # The same session with every embedding spilled to disk (memory budget 0) and read
     # back: the same masks. A store handing back another frame's embedding would not be.
+    # Built with SAM 2's default apply_postprocessing=True: holes of up to 8 pixels of SAM
+    # 2's 256x256 mask are filled in what it returns, and nothing else changes.
     spilled = build_sam2_video_predictor(
         "repvit", seeing_checkpoint, device="cpu",
         hydra_overrides_extra=[*overrides, "store.memory_mb=0"])
@@ -405,8 +411,15 @@ def test_real_model_forward_equals_vos_run_and_store_is_exact(
     assert spilled.segmenter.encodes == encodes == 5
     # Frame 0 is the prompted frame (its result is replayed, not decoded): frames 1..4 read.
     assert spilled.store.stats.disk_hits >= 4
+    assert spilled.fill_hole_area == 8
+    limit = hole_area_pixels(8, ours[0][1][0].shape)
+    filled_any = False
     for t in range(5):
-        np.testing.assert_array_equal(again[t][1], ours[t][1], err_msg=f"frame {t}")
+        exact = ours[t][1][0]
+        holes = fill_small_holes(exact, limit) if exact.any() else np.zeros_like(exact)
+        filled_any |= bool(holes.any())
+        np.testing.assert_array_equal(again[t][1][0], exact | holes, err_msg=f"frame {t}")
+    assert filled_any, "no frame had a hole to fill: the comparison above shows nothing"
 
 
 def test_a_negative_click_alone_corrects_a_tracked_mask_only(scene_folder) -> None:

@@ -1,91 +1,42 @@
-"""SAM 2's video-predictor API on the streaming tracker: prompt any frame, correct, propagate
-forward and backward, re-propagate at decoder speed.
-
-Code written for ``sam2.build_sam.build_sam2_video_predictor`` runs with its import line and
-config name changed::
-
-    from vos import build_sam2_video_predictor
-    predictor = build_sam2_video_predictor("repvit", "weights/repvit_sam.pt", device="cpu")
-    state = predictor.init_state("video.mp4")
-    _, obj_ids, logits = predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1,
-                                                         points=[[210, 350]], labels=[1])
-    for frame_idx, obj_ids, logits in predictor.propagate_in_video(state):
-        masks = logits[:, 0] > 0
-
-How it maps onto :class:`~vos.tracker.VideoTracker` (the one frame loop; nothing here steps
-through frames on its own):
-
-- A prompt on frame k is decoded at once on k's embedding (from the :class:`EmbeddingStore`),
-  through the tracker's own prompt path. Where the object already has a mask on k, its low-res
-  logits go in as the mask prompt, so a click refines that mask (as SAM 2 does). The decoded
-  result is kept as the object's *prompted result* on k.
-- A pass runs a fresh tracker over the frames in time order (forward) or reversed order
-  (backward). On every frame that holds prompted results, the tracker takes them in place of
-  the propagated ones (``VideoTracker.step(..., given=...)``, applied where a prompt would
-  be), so a correction persists through every re-propagation -- SAM 2 1.x recomputes and
-  loses it (sam2 issues #546, #719). Objects enter at their own first prompted frame.
-- After each frame the tracker's state is kept (a few hundred KB per object, in a bounded
-  :class:`~vos.embedding_store.SpillCache` that spills to disk). A pass that starts at frame s
-  continues from the state of frame s-1 when that state is still valid for the current
-  prompts; otherwise it re-tracks silently from the newest valid state. Together with the
-  embedding store, re-propagating after a correction re-encodes no stored frame.
-- An object's output on frame t: its prompted result on t; else, for t at or after its first
-  prompted frame, the forward pass's result (the backward pass's if there is none); before
-  its first prompted frame, the backward pass's. Absent or LOST objects get SAM 2's
-  ``NO_OBJ_SCORE`` (-1024) everywhere.
-
-Deviations from SAM 2, each on purpose:
-
-- ``reverse=True`` with ``start_frame_idx=None`` starts at the *latest* prompted frame, not the
-  earliest, so that every object enters the backward pass at its own frame (with all prompts
-  on one frame, as in SAM 2's notebook, the two are the same).
-- New objects may be added after tracking started (SAM 2 asks for ``reset_state``).
-- Negative clicks alone are a prompt only where the object already has a mask on that frame
-  (they refine it); on a frame where it has none they select nothing, and are refused.
-- ``obj_id`` is any int; the tracker numbers objects 1, 2, ... in the order they were added,
-  and overlaps between objects are resolved by the tracker's rule (``tracker.overlap``).
-- Frames are read lazily and never all loaded; ``offload_video_to_cpu``,
-  ``offload_state_to_cpu`` and ``async_loading_frames`` are accepted for compatibility and
-  change nothing (frames and states live on the CPU already, embeddings in the store).
-"""
+"""SAM 2's ``SAM2VideoPredictor`` over the streaming tracker (see the package docstring)."""
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from repvit_sam.utils.transforms import ResizeLongestSide
-from vos.config import RunConfig, load_config
+from repvit_sam.segmenter import ImageEmbedding
+from vos.config import RunConfig
 from vos.embedding_store import EmbeddingStore, SpillCache, StoredSegmenter, model_key_of
 from vos.io.resume_state import Snapshot, snapshot_bytes, snapshot_from_bytes, take_snapshot
-from vos.io.sources import FrameSource, SourceError, open_source
+from vos.io.sources import open_source
 from vos.tracker import VideoTracker
 from vos.types import Prompt, PromptError, Track, TrackerState, TrackStatus
+from vos.video_predictor.frames import FrameReader
+from vos.video_predictor.outputs import (
+    FILLED_HOLE_SCORE,
+    IMAGE_SIZE,
+    NO_OBJ_SCORE,
+    fill_small_holes,
+    hole_area_pixels,
+    keep_highest_score,
+    video_logits,
+)
+from vos.video_predictor.state import BACKWARD, FORWARD, InferenceState, ObjectPrompts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NO_OBJ_SCORE", "InferenceState", "VideoPredictor", "build_sam2_video_predictor"]
-
-# SAM 2's logit for "no object here" (sam2.modeling.sam2_base.NO_OBJ_SCORE).
-NO_OBJ_SCORE = -1024.0
-# Logits of pixels whose sign the tracker changed (overlap resolution) are pushed just past 0,
-# so that ``logits > 0`` is exactly the tracker's mask.
-_SIGN_MARGIN = 1e-3
-_IMG_SIZE = 1024
-
-FORWARD, BACKWARD = "forward", "backward"
+__all__ = ["VideoPredictor"]
 
 
 @contextlib.contextmanager
@@ -115,159 +66,66 @@ def _exact(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@dataclass
-class ObjectPrompts:
-    """The prompts of one object on one frame (video pixels).
-
-    Attributes:
-        points_xy: (P, 2) float32 XY in video pixels, or None.
-        point_labels: (P,) int64, 1 positive / 0 negative, or None.
-        box_xyxy: (4,) float32 XYXY in video pixels, or None.
-        mask: (H, W) bool at the video's resolution, or None.
-    """
-
-    points_xy: np.ndarray | None = None
-    point_labels: np.ndarray | None = None
-    box_xyxy: np.ndarray | None = None
-    mask: np.ndarray | None = None
+def _model_of(segmenter: Any) -> nn.Module | None:
+    """The torch model a segmenter runs (through wrappers such as ``RoiSegmenter``), if any."""
+    for _ in range(4):
+        model = getattr(segmenter, "model", None)
+        if isinstance(model, nn.Module):
+            return model
+        segmenter = getattr(segmenter, "inner", None)
+        if segmenter is None:
+            break
+    return None
 
 
-class FrameReader:
-    """Random access to a source's frames, read lazily (never all at once).
-
-    Sequential reads, forward or backward, cost one decode per frame: forward reads continue
-    the source's iterator; backward reads fill a small cache with the chunk of frames before.
-
-    Args:
-        source: an opened frame source with a known frame count.
-        cache_frames: decoded frames kept (also the backward chunk size).
-    """
-
-    def __init__(self, source: FrameSource, cache_frames: int = 8) -> None:
-        if source.info.num_frames is None:
-            raise SourceError(f"{source.info.name}: a live source has no frames to revisit")
-        self.source = source
-        self.num_frames = int(source.info.num_frames)
-        self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
-        self._cache_frames = max(2, cache_frames)
-        self._iter: Iterator[np.ndarray] | None = None
-        self._next = -1
-
-    def __len__(self) -> int:
-        return self.num_frames
-
-    def __getitem__(self, frame_idx: int) -> np.ndarray:
-        frame = self._cache.get(frame_idx)
-        if frame is not None:
-            self._cache.move_to_end(frame_idx)
-            return frame
-        if frame_idx + 1 < self.num_frames and (frame_idx + 1) in self._cache:
-            # Reading backward: decode the chunk that ends here in one sequential read.
-            start = max(0, frame_idx - self._cache_frames + 2)
-            for idx in range(start, frame_idx + 1):
-                self._read(idx)
-            return self._cache[frame_idx]
-        return self._read(frame_idx)
-
-    def _read(self, frame_idx: int) -> np.ndarray:
-        if frame_idx in self._cache:
-            return self._cache[frame_idx]
-        if self._iter is None or self._next != frame_idx:
-            self._iter = self.source.frames(frame_idx, self.num_frames)
-        try:
-            frame = next(self._iter)
-        except StopIteration:
-            raise SourceError(f"{self.source.info.name}: frame {frame_idx} cannot be read "
-                              f"(the video has {self.num_frames} frames)") from None
-        self._next = frame_idx + 1
-        self._cache[frame_idx] = frame
-        while len(self._cache) > self._cache_frames:
-            self._cache.popitem(last=False)
-        return frame
-
-    def close(self) -> None:
-        self._cache.clear()
-        self._iter = None
-        self.source.close()
+def _model_device(model: nn.Module) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
-@dataclass
-class _PassRecord:
-    """What one direction's passes left: a state per frame, and how far it is valid.
-
-    Frames are counted in the pass's own time: ``u = t`` forward, ``u = N - 1 - t`` backward,
-    so both directions run "forward in u". States of frames ``u < valid_end`` were computed
-    under the current prompts, without gaps from the pass's first prompted frame.
-    """
-
-    direction: str
-    valid_end: int = 0
-    frames: set[int] = field(default_factory=set)  # t with a kept state
+def _device_of(segmenter: Any) -> torch.device:
+    device = getattr(segmenter, "device", None)
+    return torch.device(device) if device is not None else torch.device("cpu")
 
 
-@dataclass
-class InferenceState:
-    """Everything one video's session holds (SAM 2's ``inference_state``, typed).
-
-    SAM 2 code reads a few keys of its dict; they work here too:
-    ``state["num_frames"]``, ``["video_height"]``, ``["video_width"]``, ``["obj_ids"]``,
-    ``["device"]``.
-
-    Attributes:
-        video_path: what ``init_state`` opened.
-        frames: lazy random access to the frames.
-        num_frames, video_height, video_width: the video's size.
-        obj_ids: user object ids, in the order they were added (obj_idx = position).
-        track_ids: user obj_id -> the tracker's id (1, 2, ... in order of addition).
-        prompts: frame_idx -> obj_id -> the prompts given there.
-        prompted: frame_idx -> obj_id -> the decoded prompted result (a tracker Track).
-        passes: the forward and backward pass records.
-        states: per-frame tracker states (key ``"<direction>:<frame_idx>"``).
-        device: the model's device.
-    """
-
-    video_path: str
-    frames: FrameReader
-    num_frames: int
-    video_height: int
-    video_width: int
-    states: SpillCache[bytes]
-    device: torch.device
-    obj_ids: list[Any] = field(default_factory=list)
-    track_ids: dict[Any, int] = field(default_factory=dict)
-    next_track_id: int = 1
-    prompts: dict[int, dict[Any, ObjectPrompts]] = field(default_factory=dict)
-    prompted: dict[int, dict[Any, Track]] = field(default_factory=dict)
-    passes: dict[str, _PassRecord] = field(default_factory=lambda: {
-        FORWARD: _PassRecord(FORWARD), BACKWARD: _PassRecord(BACKWARD)})
-
-    _KEYS = ("num_frames", "video_height", "video_width", "obj_ids", "device")
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self._KEYS:
-            raise KeyError(f"{key!r}: this inference state exposes {', '.join(self._KEYS)}")
-        return getattr(self, key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._KEYS
-
-    def first_prompt(self, obj_id: Any) -> int | None:
-        """The earliest frame holding a prompt of ``obj_id`` (None without one)."""
-        frames = [t for t, objs in self.prompted.items() if obj_id in objs]
-        return min(frames) if frames else None
-
-
-class VideoPredictor:
+class VideoPredictor(nn.Module):
     """SAM 2.1's ``SAM2VideoPredictor`` API over :class:`VideoTracker` and an embedding store.
 
-    Build it with :func:`build_sam2_video_predictor`. Every method takes and returns what
-    SAM 2's does (see the module docstring for the few deliberate differences).
+    Build it with :func:`~vos.video_predictor.build_sam2_video_predictor`. Every method takes
+    and returns what SAM 2's does (see the package docstring for the deliberate differences).
+    Like SAM 2's, the predictor is a ``torch.nn.Module`` holding the model: ``.to(device)``,
+    ``.cuda()``, ``.cpu()``, ``.eval()``, ``.parameters()``, ``.state_dict()`` and
+    ``.load_state_dict()`` act on it (its ``state_dict`` is the model's, with the model's own
+    keys). The model runs in float32 and eval mode only: ``.half()``, ``.bfloat16()`` and
+    ``.train()`` raise (reduced precision is ``model.fast_mode=bf16``). Moving the model to
+    another device, or loading other weights, rebuilds the segmenter from the config's backend
+    and starts a fresh embedding store.
 
     Args:
         segmenter: the model (``encode``/``decode``), e.g. ``vos.models.build_segmenter``'s.
         config: tracker, prompt and store settings (``model`` names what the embeddings
             depend on).
         checkpoint_sha256: the checkpoint's hash (part of every embedding's store key).
+        model: the torch model ``segmenter`` runs; None: found on the segmenter (its
+            ``model``), or none (then ``.parameters()`` is empty and ``.to`` moves nothing).
+        fill_hole_area: SAM 2's hole filling of the returned masks (see the attribute).
+
+    Attributes:
+        image_size: SAM 2's model input size, 1024.
+        fill_hole_area: background regions of at most this many pixels of SAM 2's 256x256
+            low-res mask (``fill_hole_area * H * W / 256**2`` video pixels, 8-connected)
+            inside or beside an object's returned mask become part of it (score 0.1), as SAM
+            2's post-processing does; 0 (default) fills nothing. Outputs only: the tracker
+            propagates the unfilled masks.
+        non_overlap_masks: whether masks of different objects may overlap: False sets the
+            tracker's ``tracker.overlap`` rule to ``none``, True to ``higher_score_wins``
+            (the default). Setting it re-tracks on the next propagation.
+        clear_non_cond_mem_around_input, add_all_frames_to_correct_as_cond: SAM 2's memory
+            settings, read-only here: there is no memory bank to clear, and every corrected
+            frame keeps its prompted result (as SAM 2 with the second one True).
 
     Example:
         >>> predictor = build_sam2_video_predictor("repvit", "weights/repvit_sam.pt")
@@ -277,29 +135,172 @@ class VideoPredictor:
     """
 
     def __init__(self, segmenter: Any, config: RunConfig | None = None,
-                 *, checkpoint_sha256: str | None = None) -> None:
+                 *, checkpoint_sha256: str | None = None, model: nn.Module | None = None,
+                 fill_hole_area: int = 0) -> None:
+        super().__init__()
         self.config = config or RunConfig()
         if getattr(self.config.model.fast_mode, "roi", False):
             raise ValueError("model.fast_mode with roi: the video predictor revisits frames in "
                              "any order, and an ROI crop depends on the frames before; use a "
                              "mode without roi")
+        self.model = model if model is not None else _model_of(segmenter)
+        self.image_size = IMAGE_SIZE
+        self.fill_hole_area = fill_hole_area
+        self._checkpoint = self.config.model.checkpoint
+        self._weights_sha256 = checkpoint_sha256
+        self._settings_epoch = 0
+        self._attach(segmenter)
+
+    def _attach(self, segmenter: Any) -> None:
+        """Serve ``segmenter`` through a fresh embedding store of its model and device."""
         store_cfg = self.config.store
         self.store = EmbeddingStore(
-            model_key_of(self.config.model, checkpoint_sha256),
+            model_key_of(self.config.model, self._weights_sha256),
             memory_mb=store_cfg.memory_mb, disk_mb=store_cfg.disk_mb,
-            cache_dir=store_cfg.cache_dir, device=self._device_of(segmenter))
+            cache_dir=store_cfg.cache_dir, device=_device_of(segmenter))
         self.segmenter = StoredSegmenter(segmenter, self.store)
-        self.image_size = _IMG_SIZE
+        self._placed_on = _device_of(segmenter)
 
-    @staticmethod
-    def _device_of(segmenter: Any) -> torch.device:
-        device = getattr(segmenter, "device", None)
-        return torch.device(device) if device is not None else torch.device("cpu")
-
+    # ------------------------------------------------------------------ SAM 2's attributes
     @property
     def device(self) -> torch.device:
         """The model's device."""
-        return self._device_of(self.segmenter.inner)
+        return _device_of(self.segmenter.inner)
+
+    @property
+    def fill_hole_area(self) -> int:
+        return self._fill_hole_area
+
+    @fill_hole_area.setter
+    def fill_hole_area(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise ValueError(f"fill_hole_area: expected an integer >= 0 (pixels of SAM 2's "
+                             f"256x256 mask), got {value!r}")
+        self._fill_hole_area = int(value)
+
+    @property
+    def non_overlap_masks(self) -> bool:
+        return self.config.tracker.overlap != "none"
+
+    @non_overlap_masks.setter
+    def non_overlap_masks(self, value: bool) -> None:
+        current = self.config.tracker.overlap
+        wanted = ("higher_score_wins" if current == "none" else current) if value else "none"
+        if wanted != current:
+            tracker = dataclasses.replace(self.config.tracker, overlap=wanted)
+            self.config = dataclasses.replace(self.config, tracker=tracker)
+            self._settings_epoch += 1  # every session's kept states: tracked under the old rule
+
+    @property
+    def clear_non_cond_mem_around_input(self) -> bool:
+        return False
+
+    @clear_non_cond_mem_around_input.setter
+    def clear_non_cond_mem_around_input(self, value: bool) -> None:
+        logger.info("clear_non_cond_mem_around_input=%s has no effect here (no memory bank)",
+                    value)
+
+    @property
+    def add_all_frames_to_correct_as_cond(self) -> bool:
+        return True
+
+    @add_all_frames_to_correct_as_cond.setter
+    def add_all_frames_to_correct_as_cond(self, value: bool) -> None:
+        logger.info("add_all_frames_to_correct_as_cond=%s has no effect here (every corrected "
+                    "frame keeps its prompted result)", value)
+
+    # ------------------------------------------------------------------ nn.Module
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("the video predictor is not called: use its methods "
+                                  "(init_state, add_new_points_or_box, propagate_in_video, "
+                                  "...), as with SAM 2's")
+
+    def to(self, *args: Any, **kwargs: Any) -> VideoPredictor:  # type: ignore[override]
+        """Move the model (SAM 2 scripts call ``predictor.to(device)``).
+
+        The device follows the one device rule of :func:`repvit_sam.build.resolve_device`
+        (a CUDA device this machine lacks falls back to the CPU with one warning).
+
+        Raises:
+            ValueError: a dtype other than float32, or a device name this machine cannot
+                have (see :func:`~repvit_sam.build.resolve_device`).
+        """
+        from repvit_sam.build import resolve_device
+
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        self._check_dtype(dtype)
+        if device is None:
+            return self
+        return super().to(resolve_device(device))
+
+    def cuda(self, device: int | torch.device | None = None) -> VideoPredictor:  # type: ignore[override]
+        if isinstance(device, int):
+            device = torch.device("cuda", device)
+        return self.to(device or "cuda")
+
+    def cpu(self) -> VideoPredictor:  # type: ignore[override]
+        return self.to("cpu")
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor],
+               recurse: bool = True) -> VideoPredictor:  # type: ignore[override]
+        # Every cast and move goes through here (half(), bfloat16(), to(dtype), ...): try it
+        # on a probe first, so a refused one changes nothing.
+        self._check_dtype(fn(torch.zeros(1)).dtype)
+        super()._apply(fn, recurse)
+        if self.model is not None and _model_device(self.model) != self._placed_on:
+            self._rebuild()
+        return self
+
+    @staticmethod
+    def _check_dtype(dtype: torch.dtype | None) -> None:
+        if dtype is not None and dtype != torch.float32:
+            raise ValueError(f"the video predictor's model runs in float32, not {dtype}; for "
+                             "bfloat16 compute set model.fast_mode=bf16")
+
+    def train(self, mode: bool = True) -> VideoPredictor:
+        """Eval mode only (``.eval()`` works; SAM 2's training is not supported)."""
+        if mode:
+            raise ValueError("the video predictor runs in eval mode only (it does not train)")
+        return super().train(False)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The model's state_dict, with the model's own keys (as SAM 2's predictor)."""
+        if self.model is None:
+            return super().state_dict(*args, **kwargs)
+        return self.model.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> Any:
+        """Load weights into the model, then rebuild the segmenter and the embedding store
+        (stored embeddings and kept states came from the old weights)."""
+        if self.model is None:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        from repvit_sam.runtime.graphs import model_fingerprint
+
+        result = self.model.load_state_dict(state_dict, strict=strict, assign=assign)
+        self._checkpoint = None  # graph backends export these weights, not the file's
+        self._weights_sha256 = model_fingerprint(self.model)
+        self._rebuild()
+        return result
+
+    def _rebuild(self) -> None:
+        """A segmenter for the model as it now is (device, weights), with a fresh store."""
+        from repvit_sam.runtime import build_segmenter
+
+        assert self.model is not None
+        model_cfg = dataclasses.replace(self.config.model,
+                                        device=str(_model_device(self.model)))
+        self.config = dataclasses.replace(self.config, model=model_cfg)
+        try:
+            segmenter = build_segmenter(self.model, model_cfg.backend,  # type: ignore[arg-type]
+                                        mode=model_cfg.fast_mode, checkpoint=self._checkpoint)
+        except (ImportError, ValueError) as exc:
+            raise ValueError(f"the model cannot run on {model_cfg.device} with backend "
+                             f"{model_cfg.backend}: {exc}") from None
+        old = self.store
+        self._attach(segmenter)
+        old.close()
+        self._settings_epoch += 1
 
     # ------------------------------------------------------------------ session
     def init_state(
@@ -311,21 +312,22 @@ class VideoPredictor:
     ) -> InferenceState:
         """Open a video (file or frame folder) for prompting and propagation.
 
-        Frames are read lazily: nothing is decoded or encoded until a prompt or a pass needs
-        it. A folder's frames are taken in our reader's order (integer names numerically, as
-        SAM 2 does; any other names by name).
+        Frames are read lazily: nothing is decoded or encoded until a prompt, a pass or
+        ``inference_state["images"][t]`` needs it. A folder's frames are taken in our
+        reader's order (integer names numerically, as SAM 2 does; any other names by name).
 
         Args:
             video_path: a video file or a folder of frames.
-            offload_video_to_cpu: accepted for SAM 2 code; frames always stay on the CPU.
-            offload_state_to_cpu: accepted for SAM 2 code; per-frame states always live in
+            offload_video_to_cpu: ``inference_state["images"]`` gives CPU tensors (else the
+                model's device); the frames themselves always stay on the CPU.
+            offload_state_to_cpu: recorded for SAM 2 code; per-frame states always live in
                 CPU memory or the disk cache.
             async_loading_frames: accepted for SAM 2 code; frames are always read lazily.
 
         Raises:
             SourceError: a missing, unreadable or empty video or folder.
         """
-        del offload_video_to_cpu, offload_state_to_cpu, async_loading_frames  # see docstring
+        del async_loading_frames  # see docstring
         text = str(video_path)
         source = open_source(text)
         reader = FrameReader(source)
@@ -334,19 +336,15 @@ class VideoPredictor:
         states: SpillCache[bytes] = SpillCache(
             bytes, bytes, len, memory_bytes=int(store_cfg.state_memory_mb * (1 << 20)),
             disk_bytes=int(store_cfg.state_disk_mb * (1 << 20)), name="frame state")
-        return InferenceState(video_path=text, frames=reader, num_frames=reader.num_frames,
-                              video_height=h, video_width=w, states=states, device=self.device)
+        return InferenceState(owner=self, video_path=text, frames=reader, video_height=h,
+                              video_width=w, states=states, device=self.device,
+                              offload_video_to_cpu=offload_video_to_cpu,
+                              offload_state_to_cpu=offload_state_to_cpu,
+                              settings_epoch=self._settings_epoch)
 
     def reset_state(self, inference_state: InferenceState) -> None:
         """Forget every object, prompt and result; keep the video (and the stored embeddings)."""
-        state = self._checked_state(inference_state)
-        state.obj_ids.clear()
-        state.track_ids.clear()
-        state.next_track_id = 1
-        state.prompts.clear()
-        state.prompted.clear()
-        state.states.clear()
-        state.passes = {FORWARD: _PassRecord(FORWARD), BACKWARD: _PassRecord(BACKWARD)}
+        self._checked_state(inference_state).forget_objects()
 
     def close_state(self, inference_state: InferenceState) -> None:
         """Release a session's frames and states (its temporary state folder is removed)."""
@@ -435,13 +433,15 @@ class VideoPredictor:
         """Give one object's mask on one frame.
 
         Args:
-            mask: (H, W) bool (or 0/1 numbers) at the video's resolution.
+            mask: (h, w) bool (or numbers: > 0.5 for floats, nonzero otherwise). A mask of
+                another size than the video's is taken to cover the whole frame and resized
+                to it, as SAM 2 does (antialiased bilinear, then >= 0.5).
 
         Returns:
             ``(frame_idx, obj_ids, masks)`` as :meth:`add_new_points_or_box`.
 
         Raises:
-            ValueError: a frame index out of range, a mask of another shape, an empty mask.
+            ValueError: a frame index out of range, a mask that is not 2-D or is empty.
         """
         state = self._checked_state(inference_state)
         frame_idx = self._checked_frame_idx(state, frame_idx)
@@ -450,13 +450,17 @@ class VideoPredictor:
             mask = mask.detach().cpu().numpy()
         mask = np.asarray(mask)
         hw = (state.video_height, state.video_width)
-        if mask.ndim != 2 or mask.shape != hw:
-            raise PromptError(f"mask: expected a 2-D mask of shape {hw} (the video's height "
-                              f"and width), got shape {mask.shape}")
+        if mask.ndim != 2 or 0 in mask.shape:
+            raise PromptError(f"mask: expected a 2-D mask (the video is {hw[0]}x{hw[1]} "
+                              f"pixels, height x width), got shape {mask.shape}")
         if mask.dtype != bool:
             if not np.isfinite(mask.astype(np.float64)).all():
                 raise PromptError("mask: expected finite values (got NaN or infinity)")
-            mask = mask > 0.5 if mask.dtype.kind == "f" else mask > 0
+            mask = mask > 0.5 if mask.dtype.kind == "f" else mask != 0
+        if mask.shape != hw:
+            resized = F.interpolate(torch.from_numpy(mask)[None, None].float(), hw,
+                                    mode="bilinear", align_corners=False, antialias=True)
+            mask = (resized[0, 0] >= 0.5).numpy()
         return self._add_prompt(state, frame_idx, obj_id, ObjectPrompts(mask=mask))
 
     @_exact
@@ -518,19 +522,18 @@ class VideoPredictor:
         if obj_id not in state.track_ids:
             if strict:
                 raise RuntimeError(f"Cannot remove object id {obj_id} as it doesn't exist. "
-                                   f"All existing object ids: {state.obj_ids}.")
+                                   f"All existing object ids: {list(state.obj_ids)}.")
             return list(state.obj_ids), []
         # SAM 2's updated frames: those where the removed object had prompts (the others'
         # masks there may change). Removing the last object resets the session, as there.
         touched = sorted(t for t, objs in state.prompted.items() if obj_id in objs)
         if len(state.obj_ids) == 1:
-            self.reset_state(state)
+            state.forget_objects()
             return [], []
-        state.obj_ids.remove(obj_id)
-        del state.track_ids[obj_id]
+        state.drop_object(obj_id)
         for table in (state.prompts, state.prompted):
             for frame_idx in list(table):
-                table[frame_idx].pop(obj_id, None)
+                table[frame_idx].pop(obj_id, None)  # type: ignore[attr-defined]
                 if not table[frame_idx]:
                     del table[frame_idx]
         # The other objects were tracked beside this one (overlaps, identities): their kept
@@ -565,7 +568,8 @@ class VideoPredictor:
 
         Args:
             start_frame_idx: the first frame; None: the earliest prompted frame forward, the
-                latest prompted frame backward.
+                latest prompted frame backward. Forward from past the last frame yields
+                nothing, as in SAM 2.
             max_frame_num_to_track: frames after the first at most (None: to the end).
             reverse: run backward in time; starting at frame 0 yields nothing.
 
@@ -575,7 +579,8 @@ class VideoPredictor:
 
         Raises:
             RuntimeError: no prompts (see :meth:`propagate_in_video_preflight`).
-            ValueError: a start frame out of range or a negative frame count.
+            ValueError: a negative start frame, a backward start past the last frame, or a
+                negative frame count.
         """
         self.propagate_in_video_preflight(inference_state)
         state = inference_state
@@ -583,12 +588,14 @@ class VideoPredictor:
         direction = BACKWARD if reverse else FORWARD
         if start_frame_idx is None:
             start_frame_idx = max(state.prompted) if reverse else min(state.prompted)
-        start = self._checked_frame_idx(state, start_frame_idx, "start_frame_idx")
         if max_frame_num_to_track is None:
             max_frame_num_to_track = n
         if max_frame_num_to_track < 0:
             raise ValueError(f"max_frame_num_to_track: expected >= 0, got "
                              f"{max_frame_num_to_track}")
+        if not reverse and _is_index(start_frame_idx) and start_frame_idx >= n:
+            return  # SAM 2: nothing after the last frame
+        start = self._checked_frame_idx(state, start_frame_idx, "start_frame_idx")
         if reverse:
             if start == 0:
                 return  # SAM 2: nothing before frame 0
@@ -599,18 +606,71 @@ class VideoPredictor:
             order = range(start, end + 1)
         yield from self._run_pass(state, direction, list(order))
 
+    # ------------------------------------------------------------------ SAM 2's helpers
+    def _apply_non_overlapping_constraints(self, pred_masks: torch.Tensor) -> torch.Tensor:
+        """SAM 2's helper (``tools/vos_inference.py`` calls it): on each pixel only the
+        highest-scoring object keeps its score, the others get at most -10.
+
+        Args:
+            pred_masks: (N, 1, H, W) float logits of N objects.
+        """
+        return keep_highest_score(pred_masks)
+
+    def _get_orig_video_res_output(self, inference_state: InferenceState,
+                                   any_res_masks: torch.Tensor
+                                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM 2's helper: (N, 1, h, w) logits resized to the video's resolution, with the
+        non-overlapping constraint when ``non_overlap_masks`` is set.
+
+        Returns:
+            ``(any_res_masks, video_res_masks)``, both on the state's device.
+        """
+        state = self._checked_state(inference_state)
+        any_res_masks = any_res_masks.to(state.device)
+        hw = (state.video_height, state.video_width)
+        video_res = any_res_masks if tuple(any_res_masks.shape[-2:]) == hw else F.interpolate(
+            any_res_masks, hw, mode="bilinear", align_corners=False)
+        if self.non_overlap_masks:
+            video_res = keep_highest_score(video_res)
+        return any_res_masks, video_res
+
+    def _obj_id_to_idx(self, inference_state: InferenceState, obj_id: Any) -> int:
+        """SAM 2's helper: an object's obj_idx (its row in every returned mask tensor).
+
+        Raises:
+            ValueError: an unknown obj_id (SAM 2 would add the object; here an object comes
+                with its first prompt).
+        """
+        state = self._checked_state(inference_state)
+        self._known(state, obj_id)
+        return state.obj_ids.index(obj_id)
+
+    def _obj_idx_to_id(self, inference_state: InferenceState, obj_idx: int) -> Any:
+        """SAM 2's helper: the obj_id of row ``obj_idx``."""
+        return self._checked_state(inference_state)["obj_idx_to_id"][obj_idx]
+
+    def _get_obj_num(self, inference_state: InferenceState) -> int:
+        """SAM 2's helper: the number of objects in the session."""
+        return len(self._checked_state(inference_state).obj_ids)
+
     # ------------------------------------------------------------------ internals
     def _checked_state(self, inference_state: Any) -> InferenceState:
         if not isinstance(inference_state, InferenceState):
             raise TypeError("inference_state: expected the object returned by init_state(), "
                             f"got {type(inference_state).__name__}")
+        if inference_state.settings_epoch != self._settings_epoch:
+            # The model or the overlap rule changed since these states were kept.
+            for record in inference_state.passes.values():
+                record.valid_end = 0
+            inference_state.settings_epoch = self._settings_epoch
+        inference_state.sync()
         return inference_state
 
     @staticmethod
     def _checked_frame_idx(state: InferenceState, frame_idx: Any,
                            name: str = "frame_idx") -> int:
-        if isinstance(frame_idx, bool) or not isinstance(frame_idx, int | np.integer):
-            raise ValueError(f"{name}: expected an int, got {frame_idx!r}")
+        if not _is_index(frame_idx):
+            raise ValueError(f"{name}: expected a frame index (an int), got {frame_idx!r}")
         if not 0 <= frame_idx < state.num_frames:
             raise ValueError(f"{name} {frame_idx}: out of range; the video has "
                              f"{state.num_frames} frames (0..{state.num_frames - 1})")
@@ -619,7 +679,8 @@ class VideoPredictor:
     @staticmethod
     def _known(state: InferenceState, obj_id: Any) -> None:
         if obj_id not in state.track_ids:
-            raise ValueError(f"obj_id {obj_id!r}: no such object (objects: {state.obj_ids})")
+            raise ValueError(f"obj_id {obj_id!r}: no such object (objects: "
+                             f"{list(state.obj_ids)})")
 
     @staticmethod
     def _points_in_pixels(state: InferenceState, points: Any, labels: Any,
@@ -649,10 +710,11 @@ class VideoPredictor:
                 labels = labels.detach().cpu().numpy()
             lab = np.asarray(labels).reshape(-1)
             if lab.shape != (len(xy),):
-                raise PromptError(f"labels: expected {len(xy)} labels for {len(xy)} points, "
-                                  f"got shape {np.asarray(labels).shape}")
+                raise PromptError(f"labels: expected one label per point ({len(xy)}), got "
+                                  f"{lab.size}")
             if not np.isin(lab, (0, 1)).all():
-                raise PromptError("labels: expected 1 (positive) or 0 (negative)")
+                raise PromptError("labels: expected 1 (positive) or 0 (negative) for each "
+                                  "point")
             lab = lab.astype(np.int64)
         if what == "points":
             # A click exactly on the right/bottom edge (x == W) is on the last pixel.
@@ -685,11 +747,10 @@ class VideoPredictor:
                         obj_id=track_id, mask_logits=refine)
         prompt.checked((state.video_height, state.video_width))
         if not known:
-            state.obj_ids.append(obj_id)
-            state.track_ids[obj_id] = track_id
-            state.next_track_id += 1
+            state.add_object(obj_id)
         tracker = self._tracker()
         tracker.step(state.frames[frame_idx])
+        state.visited.add(frame_idx)
         tracker.add_prompt(prompt)
         track = tracker.state.tracks[track_id]
         state.prompts.setdefault(frame_idx, {})[obj_id] = prompts
@@ -764,6 +825,7 @@ class VideoPredictor:
             t = t_of(u)
             with _exact_precision():
                 next(results)
+                state.visited.add(t)
                 self._keep_state(state, direction, t, tracker.state)
                 if record.valid_end >= u:
                     record.valid_end = u + 1
@@ -776,7 +838,9 @@ class VideoPredictor:
                     tracker_state: TrackerState) -> None:
         data = snapshot_bytes(take_snapshot(tracker_state, {}, {}))
         state.states.put(f"{direction}:{frame_idx}", data)
-        state.passes[direction].frames.add(frame_idx)
+        record = state.passes[direction]
+        record.frames.add(frame_idx)
+        record.tracks_at[frame_idx] = frozenset(tracker_state.tracks)
 
     @staticmethod
     def _load_state(state: InferenceState, direction: str, frame_idx: int) -> Snapshot | None:
@@ -791,7 +855,7 @@ class VideoPredictor:
         return snapshot
 
     def _output(self, state: InferenceState, frame_idx: int, obj_id: Any) -> Track | None:
-        """One object's current result on one frame (see the module docstring), or None."""
+        """One object's current result on one frame (see the package docstring), or None."""
         return self._outputs(state, frame_idx, [obj_id])[obj_id]
 
     def _outputs(self, state: InferenceState, frame_idx: int, obj_ids: Sequence[Any],
@@ -808,25 +872,18 @@ class VideoPredictor:
             if direction not in kept:
                 if live is not None and live[0] == direction:
                     kept[direction] = live[1].tracks
-                elif frame_idx in state.passes[direction].frames:
+                else:
                     snapshot = self._load_state(state, direction, frame_idx)
                     kept[direction] = {} if snapshot is None else snapshot.tracker.tracks
-                else:
-                    kept[direction] = {}
             return kept[direction]
 
         out: dict[Any, Track | None] = {}
         for obj_id in obj_ids:
             out[obj_id] = state.prompted.get(frame_idx, {}).get(obj_id)
-            first = state.first_prompt(obj_id)
-            if out[obj_id] is not None or first is None:
-                continue
-            track_id = state.track_ids[obj_id]
-            for direction in (FORWARD, BACKWARD) if frame_idx >= first else (BACKWARD,):
-                track = tracks_of(direction).get(track_id)
-                if track is not None:
-                    out[obj_id] = track
-                    break
+            if out[obj_id] is None:
+                direction = state.output_direction(obj_id, frame_idx)
+                if direction is not None:
+                    out[obj_id] = tracks_of(direction).get(state.track_ids[obj_id])
         return out
 
     def _frame_logits(self, state: InferenceState, frame_idx: int,
@@ -835,88 +892,39 @@ class VideoPredictor:
         hw = (state.video_height, state.video_width)
         out = torch.full((len(state.obj_ids), 1, *hw), NO_OBJ_SCORE, dtype=torch.float32)
         tracks = self._outputs(state, frame_idx, state.obj_ids, live)
+        masks: dict[int, np.ndarray] = {}
         for obj_idx, obj_id in enumerate(state.obj_ids):
             track = tracks[obj_id]
             if track is None or track.status is not TrackStatus.ACTIVE or not track.mask.any():
                 continue
-            out[obj_idx, 0] = _video_logits(track, hw)
+            out[obj_idx, 0] = video_logits(track, hw)
+            masks[obj_idx] = track.mask
+        if self.fill_hole_area > 0 and masks:
+            limit = hole_area_pixels(self.fill_hole_area, hw)
+            # Where masks must not overlap, a hole is filled only where no other object is.
+            taken = np.logical_or.reduce(list(masks.values())) \
+                if self.non_overlap_masks and len(masks) > 1 else None
+            for obj_idx, mask in masks.items():
+                filled = fill_small_holes(mask, limit)
+                if taken is not None:
+                    filled &= ~taken
+                if filled.any():
+                    out[obj_idx, 0][torch.from_numpy(filled)] = FILLED_HOLE_SCORE
         return out.to(state.device)
 
+    def _has_embedding(self, state: InferenceState, frame_idx: int) -> bool:
+        return self.store.key(state.frames[frame_idx]) in self.store.cache
 
-def _video_logits(track: Track, image_hw: tuple[int, int]) -> torch.Tensor:
-    """(H, W) float32 logits of a track: its decoder logits upsampled as SAM does, with the
-    sign set by the tracker's final mask (which overlap resolution may have trimmed)."""
-    mask = torch.from_numpy(track.mask)
-    if track.low_res_logits is None:
-        return torch.where(mask, torch.tensor(1.0), torch.tensor(-1.0))
-    low = track.low_res_logits.detach().float().cpu().reshape(1, 1, 256, 256)
-    input_hw = ResizeLongestSide.get_preprocess_shape(image_hw[0], image_hw[1], _IMG_SIZE)
-    up = F.interpolate(low, (_IMG_SIZE, _IMG_SIZE), mode="bilinear", align_corners=False)
-    up = up[..., : input_hw[0], : input_hw[1]]
-    logits = F.interpolate(up, image_hw, mode="bilinear", align_corners=False)[0, 0]
-    return torch.where(mask, logits.clamp(min=_SIGN_MARGIN), logits.clamp(max=-_SIGN_MARGIN))
+    def _stored_embedding(self, state: InferenceState,
+                          frame_idx: int) -> ImageEmbedding | None:
+        return self.store.get(state.frames[frame_idx])
+
+
+def _is_index(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | np.integer)
 
 
 def _checked_obj_id(obj_id: Any) -> Any:
-    if isinstance(obj_id, bool) or not isinstance(obj_id, int | np.integer):
+    if not _is_index(obj_id):
         raise PromptError(f"obj_id: expected an int, got {obj_id!r}")
     return int(obj_id)
-
-
-# ---------------------------------------------------------------------- factory
-def build_sam2_video_predictor(
-    config_file: str,
-    ckpt_path: str | os.PathLike[str] | None = None,
-    device: str = "cuda",
-    mode: str = "eval",
-    hydra_overrides_extra: Sequence[str] = (),
-    apply_postprocessing: bool = True,
-    vos_optimized: bool = False,
-    **kwargs: Any,
-) -> VideoPredictor:
-    """SAM 2's factory, on RepViT-SAM (or any model type of ``sam_model_registry``).
-
-    Args:
-        config_file: a model type (``"repvit"``, ``"vit_t"``, ``"vit_b"``, ...) or a
-            repvit-vos YAML config (``configs/*.yaml``).
-        ckpt_path: the checkpoint; None takes ``model.checkpoint`` of the config or the
-            ``REPVIT_SAM_CHECKPOINT`` environment variable.
-        device: as in SAM 2 ("cuda" by default); on a machine without CUDA the default falls
-            back to the CPU with a warning.
-        mode: "eval" (the only mode; SAM 2 accepts "train" for fine-tuning).
-        hydra_overrides_extra: config overrides, ``section.key=value`` (SAM 2's ``++``
-            prefixes are accepted and ignored).
-        apply_postprocessing, vos_optimized: accepted for SAM 2 code; no effect.
-        **kwargs: ignored, as SAM 2 passes them to Hydra.
-
-    Raises:
-        ValueError: an unknown model type or config, no checkpoint, an unavailable device.
-    """
-    from repvit_sam import sam_model_registry
-    from vos.models import CHECKPOINT_ENV, build_segmenter, checkpoint_digest, load_model
-
-    del apply_postprocessing, vos_optimized, kwargs  # see docstring
-    if mode != "eval":
-        raise ValueError(f"mode={mode!r}: the video predictor runs in eval mode only")
-    overrides = [o.lstrip("+") for o in hydra_overrides_extra]
-    text = str(config_file)
-    if text in sam_model_registry:
-        cfg = load_config(None, [f"model.model_type={text}", *overrides])
-    elif text.endswith((".yaml", ".yml")):
-        if "sam2" in Path(text).name and not Path(text).is_file():
-            raise ValueError(f"config_file {text!r}: a SAM 2 config; repvit-vos takes a model "
-                             f"type ({', '.join(sorted(sam_model_registry))}) or one of its "
-                             "own YAML configs")
-        cfg = load_config(text, overrides)
-    else:
-        raise ValueError(f"config_file {text!r}: expected a model type "
-                         f"({', '.join(sorted(sam_model_registry))}) or a YAML config file")
-    checkpoint = ckpt_path or cfg.model.checkpoint or os.environ.get(CHECKPOINT_ENV)
-    if device == "cuda" and not torch.cuda.is_available():
-        logger.warning("device='cuda': no CUDA device here; running on the CPU")
-        device = "cpu"
-    model_cfg = dataclasses.replace(cfg.model, checkpoint=None if checkpoint is None
-                                    else str(checkpoint), device=str(device))
-    cfg = dataclasses.replace(cfg, model=model_cfg)
-    segmenter = build_segmenter(model_cfg, load_model(model_cfg))
-    return VideoPredictor(segmenter, cfg, checkpoint_sha256=checkpoint_digest(model_cfg))
