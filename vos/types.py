@@ -77,7 +77,7 @@ class Prompt:
         obj_id = self.obj_id
         if obj_id is not None:
             if isinstance(obj_id, bool) or not isinstance(obj_id, int | np.integer) or obj_id < 1:
-                raise PromptError(f"obj_id: expected an int >= 1, got {obj_id!r}")
+                raise PromptError(f"obj_id: expected an integer >= 1, got {obj_id!r}")
             object.__setattr__(self, "obj_id", int(obj_id))
         if self.mask is None and self.box_xyxy is None and self.points_xy is None:
             raise PromptError("a prompt needs a mask, a box or points")
@@ -92,9 +92,9 @@ class Prompt:
                 raise PromptError("mask: the initial mask is empty")
             object.__setattr__(self, "mask", mask)
         if self.box_xyxy is not None:
-            box = _float_array(self.box_xyxy, "box_xyxy", "4 finite").reshape(-1)
+            box = _float_array(self.box_xyxy, "box", "4 finite").reshape(-1)
             if box.shape != (4,) or not np.isfinite(box).all():
-                raise PromptError(f"box_xyxy: expected 4 finite numbers, got {self.box_xyxy!r}")
+                raise PromptError(f"box: expected 4 finite numbers x0, y0, x1, y1, got {self.box_xyxy!r}")
             if not (box[0] < box[2] and box[1] < box[3]):
                 raise PromptError(
                     f"box {_fmt(box)}: expected x0 < x1 and y0 < y1"
@@ -103,7 +103,7 @@ class Prompt:
         if self.points_xy is not None:
             self._normalise_points()
         elif self.point_labels is not None:
-            raise PromptError("point_labels given without points_xy")
+            raise PromptError("point labels were given without points")
         if self.mask_logits is not None:
             logits = torch.as_tensor(self.mask_logits, dtype=torch.float32)
             if self.mask is not None or tuple(logits.shape) != (1, 256, 256):
@@ -113,25 +113,25 @@ class Prompt:
             object.__setattr__(self, "mask_logits", logits)
 
     def _normalise_points(self) -> None:
-        points = _float_array(self.points_xy, "points_xy", "(P, 2)")
+        points = _float_array(self.points_xy, "points", "(P, 2)")
         if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
-            raise PromptError(f"points_xy: expected (P, 2) with P >= 1, got {points.shape}")
+            raise PromptError(f"points: expected one or more x, y pairs, got an array of shape {points.shape}")
         if len(points) > MAX_POINTS:
             raise PromptError(
-                f"points_xy: {len(points)} points for one object; at most {MAX_POINTS}"
+                f"points: {len(points)} points for one object; at most {MAX_POINTS}"
             )
         if not np.isfinite(points).all():
-            raise PromptError("points_xy: expected finite numbers (got NaN or infinity)")
+            raise PromptError("points: expected finite numbers (got NaN or infinity)")
         if self.point_labels is None:
             labels = np.ones(len(points), np.int64)
         else:
             raw = np.asarray(self.point_labels).reshape(-1)
             if raw.shape != (len(points),) or not np.isin(raw, (0, 1)).all():
-                raise PromptError(f"point_labels: expected {len(points)} labels of 0 or 1")
+                raise PromptError(f"point labels: expected one label per point ({len(points)}), each 1 (positive) or 0 (negative)")
             labels = raw.astype(np.int64)
         if not (labels == 1).any() and self.box_xyxy is None and self.mask_logits is None:
             # Negative clicks alone select nothing, unless they refine a mask (mask_logits).
-            raise PromptError("points_xy: at least one positive point is needed")
+            raise PromptError("points: at least one positive point is needed")
         object.__setattr__(self, "points_xy", points)
         object.__setattr__(self, "point_labels", labels)
 
@@ -167,7 +167,7 @@ class Prompt:
         if points is not None and (
             (points < 0).any() or (points[:, 0] >= w).any() or (points[:, 1] >= h).any()
         ):
-            raise PromptError(f"points_xy: a point lies outside the {w}x{h} frame")
+            raise PromptError(f"points: a point lies outside the {w}x{h} frame")
         if box is None or np.array_equal(box, self.box_xyxy):
             return self
         return dataclasses.replace(self, box_xyxy=box)

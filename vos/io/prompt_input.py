@@ -306,8 +306,8 @@ def _numbers(value: Any, shape: tuple[int, int] | tuple[int], name: str, form: s
 def _labels(value: Any, num_points: int, where: str) -> np.ndarray:
     if (not isinstance(value, list) or len(value) != num_points
             or not all(type(v) is int and v in (0, 1) for v in value)):
-        raise PromptError(f"{where}: labels expected {num_points} labels of 1 (positive) or 0 "
-                          f"(negative), one per point, got {_short(value)}")
+        raise PromptError(f"{where}: expected one label per point ({num_points}), each 1 "
+                          f"(positive) or 0 (negative), got labels {_short(value)}")
     return np.array(value, np.int64)
 
 
