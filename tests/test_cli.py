@@ -78,6 +78,10 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
         ("video", ["--init-box", "30,10,5,20"], "x0 < x1"),
         ("video", ["--init-box", "10,10,500,20"], "outside the 96x64 frame"),
         ("video", ["--init-box", "1,2,3"], "four numbers"),
+        # A value starting with '-' is the flag's value, not an option (argparse's usage text).
+        ("video", ["--init-box", "-5,2,30,20"], "box -5,2,30,20: outside the 96x64 frame"),
+        ("video", ["--init-box", "-.5,2,30,20"], "box -0.5,2,30,20: outside"),
+        ("video", ["--init-points", "-5,3"], "outside"),
         ("video", ["--init-points", "5,5,7"], "label 0 or 1"),
         ("video", ["--init-points", "500,5"], "outside"),
         ("video", ["--init-mask", "empty_mask"], "empty"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -25,8 +26,16 @@ def one_line(exc: BaseException | str) -> str:
     return " ".join(str(exc).split())
 
 
+# argparse reads a value that starts with '-' as an option unless it is one plain number, so
+# `--init-box -5,2,300,300` (a box reaching past the left edge) stopped with a usage text.
+# A '-' followed by a digit (or '.' and a digit) is a value in every mode: no option of ours
+# looks like that.
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags every mode takes: config, overrides, model, device, verbosity."""
+    parser._negative_number_matcher = _NEGATIVE_VALUE  # see _NEGATIVE_VALUE
     parser.add_argument("--config", help="YAML file overriding the default config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. tracker.max_missed_frames=10")
