@@ -9,6 +9,13 @@ two methods, so they stack without the tracker knowing:
 - ``decode(embedding, prompts) -> MaskPrediction`` with the prompts as one
   :class:`DecodePrompts` value.
 
+Every segmenter may be called from several threads at once (a server's background encoder
+and its request threads share one) and gives each call exactly the result of the same call
+made alone. A segmenter or wrapper with mutable state (caches, a stream's ROI boxes, a
+look-ahead queue) guards it with a lock held for the bookkeeping, not for inference, so
+threads still overlap; what is built on first use (graphs, runners) is built once, under a
+lock. A new segmenter keeps this promise (``tests/repvit_sam/test_threads.py``).
+
 :class:`SegmenterBase` adds SAM-style keyword calls (``decode(emb, boxes_xyxy=...)``) on top,
 in this one place; :class:`SegmenterWrapper` is the base of pass-through wrappers.
 

@@ -9,11 +9,17 @@ precision, bf16 weights in PyTorch, autocast on CUDA; ONNX Runtime has no bf16 k
 and stays float32) and the batched mask decoder in bf16 with float32 logits and IoU head
 (:class:`~repvit_sam.modeling.batched_decoder.BatchedMaskDecoder`); on hardware without native
 bf16 the segmenter runs float32 and logs one line (:mod:`repvit_sam.runtime.precision`).
+
+A ``BackendSegmenter`` may be shared by threads (the annotator's background encoder and its
+request threads): the runners are thread-safe (:mod:`repvit_sam.runtime.runners`), the
+torch decoder keeps no state, and what is built on first use (graph cache, encoder runners,
+decoder graph) is built once, under a lock, while calls that find it built never wait.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -118,6 +124,10 @@ class BackendSegmenter(SegmenterBase):
         self._encoders: dict[tuple[int, int], Callable[[np.ndarray], torch.Tensor]] = {}
         self._torch_encoder: Any = None
         self._graph_decoder: GraphDecoder | None = None
+        # Guards the lazily built parts above. Re-entrant: encoder_for asks for the cache.
+        # A call that finds its part built reads it without the lock (one dict or attribute
+        # read), so an export of another frame size never stalls a running session.
+        self._build_lock = threading.RLock()
 
     @property
     def name(self) -> str:
@@ -140,37 +150,44 @@ class BackendSegmenter(SegmenterBase):
     def cache(self) -> GraphCache:
         """The graph cache (created on first use; hashing a checkpoint takes a moment)."""
         if self._cache is None:
-            self._cache = GraphCache(self.model, checkpoint=self._checkpoint)
+            with self._build_lock:
+                if self._cache is None:
+                    self._cache = GraphCache(self.model, checkpoint=self._checkpoint)
         return self._cache
 
     def encoder_for(self, input_hw: tuple[int, int]) -> Callable[[np.ndarray], torch.Tensor]:
         """The encoder runner for a (1, 3, H, W) input; graphs are exported on first use."""
-        if input_hw in self._encoders:
-            return self._encoders[input_hw]
-        runner: Callable[[np.ndarray], torch.Tensor]
+        runner = self._encoders.get(input_hw)
+        if runner is not None:
+            return runner
+        with self._build_lock:
+            runner = self._encoders.get(input_hw)
+            if runner is None:
+                runner = self._build_encoder(input_hw)
+                self._encoders[input_hw] = runner
+            return runner
+
+    def _build_encoder(self, input_hw: tuple[int, int]) -> Callable[[np.ndarray], torch.Tensor]:
         if not self.runtime.runs_graphs:
             # One module serves every input size.
             if self._torch_encoder is None:
                 self._torch_encoder = self.runtime.encoder(
                     self.model.image_encoder, threads=self.threads, cache_dir=None,
                     variant=self.torch_variant, precision=self.precision)
-            runner = self._torch_encoder
+            return self._torch_encoder
+        if self.mode.int8:
+            frames = None
+            if self._calibration is not None:
+                frames = [
+                    preprocess(f, self.mode, self.pixel_mean, self.pixel_std)
+                    for f in self._calibration
+                ]
+            path = self.cache.encoder_int8(input_hw, frames)
         else:
-            if self.mode.int8:
-                frames = None
-                if self._calibration is not None:
-                    frames = [
-                        preprocess(f, self.mode, self.pixel_mean, self.pixel_std)
-                        for f in self._calibration
-                    ]
-                path = self.cache.encoder_int8(input_hw, frames)
-            else:
-                path = self.cache.encoder(input_hw)
-            runner = self.runtime.encoder(path, threads=self.threads,
-                                          cache_dir=self.cache.openvino_dir, variant="",
-                                          precision=self.precision)
-        self._encoders[input_hw] = runner
-        return runner
+            path = self.cache.encoder(input_hw)
+        return self.runtime.encoder(path, threads=self.threads,
+                                    cache_dir=self.cache.openvino_dir, variant="",
+                                    precision=self.precision)
 
     def prepare(self, image_hw: tuple[int, int]) -> None:
         """Export, load and compile everything a frame of ``image_hw`` needs (warm start)."""
@@ -187,15 +204,20 @@ class BackendSegmenter(SegmenterBase):
         return grid == tuple(self.model.prompt_encoder.image_embedding_size)
 
     def _decoder(self) -> GraphDecoder:
-        if self._graph_decoder is None:
-            # float32 in every mode: the graph takes the frame size as a float input and
-            # resizes its logits to it, and OpenVINO in bf16 rounded that to 8 significant
-            # bits (an 854-wide frame got 856-wide masks) along with the logits and IoU that
-            # bf16 mode keeps float32. bf16's decoder is the torch batched decoder.
-            session = self.decoder_runtime.decoder_session(
-                self.cache.decoder(), threads=self.threads, precision="f32")
-            self._graph_decoder = GraphDecoder(session, self.model.img_size, self.mask_threshold)
-        return self._graph_decoder
+        decoder = self._graph_decoder
+        if decoder is not None:
+            return decoder
+        with self._build_lock:
+            if self._graph_decoder is None:
+                # float32 in every mode: the graph takes the frame size as a float input and
+                # resizes its logits to it, and OpenVINO in bf16 rounded that to 8 significant
+                # bits (an 854-wide frame got 856-wide masks) along with the logits and IoU
+                # that bf16 mode keeps float32. bf16's decoder is the torch batched decoder.
+                session = self.decoder_runtime.decoder_session(
+                    self.cache.decoder(), threads=self.threads, precision="f32")
+                self._graph_decoder = GraphDecoder(session, self.model.img_size,
+                                                   self.mask_threshold)
+            return self._graph_decoder
 
     def encode(self, image: np.ndarray) -> ImageEmbedding:
         """Encode one RGB frame.

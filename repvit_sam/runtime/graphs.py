@@ -2,6 +2,10 @@
 
 The graph runtimes (ONNX Runtime, OpenVINO) run ONNX graphs kept in a cache folder, by default
 ``~/.cache/repvit-vos/<checkpoint sha256[:16]>/`` (``REPVIT_VOS_CACHE`` moves the root).
+
+Threads and processes may ask for the same graph at once: exports run one at a time in a
+process (``torch.onnx.export`` keeps global state), each into a temporary file of its own that
+is renamed into place when complete, so a reader finds the whole graph or none.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import hashlib
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -26,6 +31,9 @@ PathLike = str | os.PathLike[str]
 
 CACHE_ENV = "REPVIT_VOS_CACHE"
 OPSET = 17
+# One export at a time in this process, whatever GraphCache asks: torch.onnx.export keeps
+# global state (opset, export mode), and two caches over one folder must not both write a graph.
+_EXPORT_LOCK = threading.Lock()
 
 
 def cache_root() -> Path:
@@ -49,7 +57,9 @@ class GraphCache:
 
     The folder is ``<root>/<key>/`` with key the first 16 hex digits of the checkpoint file's
     SHA-256 (or of the state_dict's, for a model built without a checkpoint). Graphs are
-    written to a temporary name and renamed, so concurrent runs never read half a file.
+    written to a temporary name unique to the writer and renamed, so concurrent threads and
+    runs never read half a file, and a thread that asks while another exports the same graph
+    waits for it instead of exporting it again.
 
     Args:
         model: the source model (eval mode; left unchanged).
@@ -73,14 +83,17 @@ class GraphCache:
         self.key = key
         self.dir = Path(root) if root is not None else cache_root()
         self.dir = self.dir / key
-        self._lock = threading.Lock()
 
     def _build(self, path: Path, write: Callable[[Path], object]) -> Path:
-        with self._lock:
-            if path.is_file():
+        if path.is_file():
+            return path
+        with _EXPORT_LOCK:
+            if path.is_file():  # exported by another thread while this one waited
                 return path
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
+            # Unique per writer (as vos.io.atomic names its temp files): another process
+            # exporting the same graph into a shared cache writes its own file.
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp.onnx")
             logger.warning("exporting %s (first use of this model and frame size; cached)", path)
             try:
                 write(tmp)
