@@ -7,6 +7,7 @@ tracker in ``vos/`` only ever calls those two and reads these fields.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import cast
 
@@ -114,6 +115,12 @@ class SamPredictor(SegmenterBase):
     video half (``encode`` and ``decode``) keeps nothing, so callers hold embeddings
     explicitly and can cache or skip them.
 
+    Threads: ``encode`` and ``decode`` may be called from several threads at once, and
+    alongside ``set_image``/``predict``, with the results of calls made one by one; they
+    share no state with the current image (only a cache of positional encodings, behind a
+    lock). ``set_image`` then ``predict`` is one user's conversation, as in SAM: threads
+    that share a predictor's current image must take turns themselves.
+
     Args:
         sam_model: the model; its device is used for every computation.
         decoder: how ``predict``, ``predict_torch`` and ``decode`` run the prompt decoder:
@@ -158,6 +165,7 @@ class SamPredictor(SegmenterBase):
         self.decoder = decoder
         self.batched_decoder = BatchedMaskDecoder(sam_model.prompt_encoder, sam_model.mask_decoder)
         self._dense_pe: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._dense_pe_lock = threading.Lock()
         self.reset_image()
 
     @property
@@ -556,17 +564,21 @@ class SamPredictor(SegmenterBase):
     def _image_pe(self, grid_hw: tuple[int, int], full_hw: tuple[int, ...]) -> torch.Tensor:
         """The prompt encoder's dense positional encoding, computed once per grid."""
         key = (grid_hw, tuple(full_hw), self.device)
-        if key in self._dense_pe:
-            self._dense_pe.move_to_end(key)
-            return self._dense_pe[key]
-        pe = self.model.prompt_encoder
-        canonical = tuple(pe.image_embedding_size)
-        encoding = (
-            pe.get_dense_pe()
-            if grid_hw == tuple(full_hw) == canonical
-            else pe.get_dense_pe(grid_hw, (full_hw[0], full_hw[1]))
-        )
-        self._dense_pe[key] = encoding
-        if len(self._dense_pe) > _PE_CACHE_SIZE:  # a few grids per video; bound the rest
-            self._dense_pe.popitem(last=False)
-        return encoding
+        # Under a lock: decode runs in several threads (the annotator's), and an OrderedDict
+        # reordered by one while another evicts raises or loses entries. Computing an
+        # encoding takes a few ms, the lock nothing measurable.
+        with self._dense_pe_lock:
+            if key in self._dense_pe:
+                self._dense_pe.move_to_end(key)
+                return self._dense_pe[key]
+            pe = self.model.prompt_encoder
+            canonical = tuple(pe.image_embedding_size)
+            encoding = (
+                pe.get_dense_pe()
+                if grid_hw == tuple(full_hw) == canonical
+                else pe.get_dense_pe(grid_hw, (full_hw[0], full_hw[1]))
+            )
+            self._dense_pe[key] = encoding
+            if len(self._dense_pe) > _PE_CACHE_SIZE:  # a few grids per video; bound the rest
+                self._dense_pe.popitem(last=False)
+            return encoding

@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +53,8 @@ _NATIVE_ISA_MARKERS = ("BF16", "FP16", "AMX", "AVX10", "ALL", "DEFAULT")
 _AMX_ISA_MARKERS = ("AMX", "ALL", "DEFAULT")
 # Where a probe decides: bf16 must multiply at least this many times faster than float32.
 PROBE_MIN_GAIN = 1.25
+# Two threads building segmenters at once must not time their GEMMs during each other's.
+_PROBE_LOCK = threading.Lock()
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
@@ -88,8 +91,14 @@ def bf16_gemm_gain() -> float:
     """float32 time over bf16 time of a decoder-shaped GEMM on this CPU (measured once).
 
     4096x256 by 256x256, the batched decoder's typical product; both precisions interleaved,
-    best of 5 after a warm-up each, so a busy neighbour slows both alike.
+    best of 5 after a warm-up each, so a busy neighbour slows both alike. Threads that ask
+    before the first answer is cached measure one after the other, never at the same time.
     """
+    with _PROBE_LOCK:
+        return _measure_bf16_gain()
+
+
+def _measure_bf16_gain() -> float:
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(4096, 256, generator=gen)
     b = torch.randn(256, 256, generator=gen)

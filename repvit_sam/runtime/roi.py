@@ -18,11 +18,17 @@ When a prompt reaches outside the crop (a new object, a re-acquisition search ar
 one), the frame is encoded whole for that decode instead, so nothing outside the crop is ever
 decoded against a wrong embedding. An approximation like every fast mode: check it with
 ``python -m vos.bench --agreement``.
+
+It serves one stream: where the next crop goes depends on the calls before it. Calls from
+several threads are nonetheless safe: each reads and updates that state whole, under a lock
+(the model itself runs outside it, so threads still overlap), and a decode's result depends
+only on its embedding and prompts, never on what another thread did meanwhile.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,9 +200,11 @@ class RoiSegmenter(SegmenterWrapper):
         # Boxes seen by the decodes since the last encode (the next crop holds them all).
         self._boxes = np.zeros((0, 4), np.float32)
         self._seen: list[np.ndarray] = []
-        self._whole: RoiEmbedding | None = None  # this frame's whole-frame fallback
+        self._whole: RoiEmbedding | None = None  # the last frame's whole-frame fallback
         self.crop_encodes = 0
         self.whole_encodes = 0
+        # Guards the stream state above (module docstring); never held while the model runs.
+        self._state_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -211,26 +219,32 @@ class RoiSegmenter(SegmenterWrapper):
 
     def stream_state(self) -> dict[str, np.ndarray]:
         """The boxes the next crop must hold (those seen since the last encode, or before)."""
-        seen = np.concatenate(self._seen) if self._seen else np.zeros((0, 4), np.float32)
-        return {"roi.boxes": self._boxes.copy(), "roi.seen": seen.astype(np.float32),
-                "roi.has_seen": np.array(bool(self._seen)), **super().stream_state()}
+        with self._state_lock:
+            seen = np.concatenate(self._seen) if self._seen else np.zeros((0, 4), np.float32)
+            own = {"roi.boxes": self._boxes.copy(), "roi.seen": seen.astype(np.float32),
+                   "roi.has_seen": np.array(bool(self._seen))}
+        return {**own, **super().stream_state()}
 
     def load_stream_state(self, state: dict[str, np.ndarray]) -> None:
         own = {k: v for k, v in state.items() if k.startswith("roi.")}
         super().load_stream_state({k: v for k, v in state.items() if k not in own})
         if own:
-            self._boxes = np.asarray(own["roi.boxes"], np.float32).reshape(-1, 4)
+            boxes = np.asarray(own["roi.boxes"], np.float32).reshape(-1, 4)
             seen = np.asarray(own["roi.seen"], np.float32).reshape(-1, 4)
-            self._seen = [seen] if bool(own["roi.has_seen"]) else []
+            with self._state_lock:
+                self._boxes = boxes
+                self._seen = [seen] if bool(own["roi.has_seen"]) else []
 
     def encode(self, image: np.ndarray) -> RoiEmbedding:
         """Encode the crop around the last known object boxes ((H, W, 3) uint8 RGB frame)."""
         frame_hw = (int(image.shape[0]), int(image.shape[1]))
-        if self._seen:
-            self._boxes = np.concatenate(self._seen)
-            self._seen = []
-        self._whole = None
-        crop = crop_around(self._boxes, frame_hw, margin=self.margin, min_side=self.min_side,
+        with self._state_lock:
+            if self._seen:
+                self._boxes = np.concatenate(self._seen)
+                self._seen = []
+            self._whole = None
+            boxes = self._boxes
+        crop = crop_around(boxes, frame_hw, margin=self.margin, min_side=self.min_side,
                            max_area_fraction=self.max_area_fraction)
         return self._encode(image, crop)
 
@@ -239,10 +253,11 @@ class RoiSegmenter(SegmenterWrapper):
         frame_hw = (int(image.shape[0]), int(image.shape[1]))
         inner = self.inner.encode(np.ascontiguousarray(image[y0:y1, x0:x1]))
         embedding = RoiEmbedding(inner, crop, frame_hw, image)
-        if embedding.is_whole_frame:
-            self.whole_encodes += 1
-        else:
-            self.crop_encodes += 1
+        with self._state_lock:
+            if embedding.is_whole_frame:
+                self.whole_encodes += 1
+            else:
+                self.crop_encodes += 1
         return embedding
 
     def decode_prompts(self, embedding: RoiEmbedding, prompts: DecodePrompts) -> MaskPrediction:
@@ -255,11 +270,16 @@ class RoiSegmenter(SegmenterWrapper):
         points = None if prompts.points_xy is None else prompts.points_xy.numpy()
         labels = None if prompts.point_labels is None else prompts.point_labels.numpy()
         if not embedding.is_whole_frame and not self._inside(embedding, boxes, points, labels):
-            # A prompt outside the crop: decode against the whole frame, encoded once.
-            if self._whole is None or self._whole.frame is not embedding.frame:
+            # A prompt outside the crop: decode against the whole frame, encoded once. Read
+            # and kept through a local: another thread may replace self._whole meanwhile.
+            with self._state_lock:
+                whole = self._whole
+            if whole is None or whole.frame is not embedding.frame:
                 h, w = embedding.frame_hw
-                self._whole = self._encode(embedding.frame, (0, 0, w, h))
-            embedding = self._whole
+                whole = self._encode(embedding.frame, (0, 0, w, h))
+                with self._state_lock:
+                    self._whole = whole
+            embedding = whole
         x0, y0, x1, y1 = embedding.crop_xyxy
         offset = torch.tensor([x0, y0], dtype=torch.float32)
         crop_hw = (y1 - y0, x1 - x0)
@@ -323,7 +343,8 @@ class RoiSegmenter(SegmenterWrapper):
                 found.append([x0 + int(cols[0]), y0 + int(rows[0]),
                               x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1])
         if found:
-            self._seen.append(np.array(found, np.float32))
+            with self._state_lock:
+                self._seen.append(np.array(found, np.float32))
 
 
 class _PastedMasks:
