@@ -32,6 +32,7 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -148,10 +149,12 @@ class SpillCache(Generic[V]):
 
     # ------------------------------------------------------------------ public API
     def __contains__(self, key: str) -> bool:
-        return key in self._memory or key in self._disk
+        with self._lock:  # a value moving from memory to disk is in one tier or the other
+            return key in self._memory or key in self._disk
 
     def __len__(self) -> int:
-        return len(self._memory) + len(self._disk)
+        with self._lock:
+            return len(self._memory) + len(self._disk)
 
     @property
     def memory_used(self) -> int:
@@ -394,6 +397,12 @@ class StoredSegmenter(SegmenterWrapper):
 
     ``decode`` passes through: it is cheap, and its answer depends on the prompts.
 
+    Threads may share it (the annotator's background encoder and its request threads do):
+    the store is locked, and a frame asked for while another thread encodes it waits for
+    that encode instead of running the encoder a second time (on 2 cores a second encode
+    would halve the speed of both); should that encode fail, each waiting thread tries
+    once more itself, so one thread's failure is never another's.
+
     Args:
         inner: the segmenter (``encode``/``decode``).
         store: the embedding store of ``inner``'s model.
@@ -403,14 +412,44 @@ class StoredSegmenter(SegmenterWrapper):
         super().__init__(inner)
         self.store = store
         self.encodes = 0  # frames actually encoded (the rest came from the store)
+        self._lock = threading.Lock()
+        # Store key -> the encode in progress, for the threads that ask for it meanwhile.
+        self._encoding: dict[str, Future] = {}
 
     def encode(self, image: np.ndarray) -> Any:
         key = self.store.key(image)
         embedding = self.store.cache.get(key)
-        if embedding is None:
+        while embedding is None:
+            with self._lock:
+                running = self._encoding.get(key)
+                mine: Future | None = None
+                if running is None and key not in self.store.cache:
+                    mine = self._encoding[key] = Future()
+            if mine is not None:
+                return self._encode_once(key, image, mine)
+            if running is not None:
+                if running.exception() is None:  # waits for the encode
+                    return running.result()
+                # It failed in its own thread, which reports it: this thread tries itself.
+            # Stored between this thread's miss and its check: read it (None again only if
+            # evicted meanwhile or the encode failed, and then this loop encodes it).
+            embedding = self.store.cache.get(key)
+        return embedding
+
+    def _encode_once(self, key: str, image: np.ndarray, result: Future) -> Any:
+        """Encode for every thread waiting on ``result``; stored before it is announced."""
+        try:
             embedding = self.inner.encode(image)
-            self.encodes += 1
+            with self._lock:
+                self.encodes += 1
             self.store.cache.put(key, embedding)
+        except BaseException as exc:
+            result.set_exception(exc)  # the waiting threads then encode themselves
+            raise
+        finally:
+            with self._lock:
+                del self._encoding[key]
+        result.set_result(embedding)
         return embedding
 
     def decode_prompts(self, embedding: Any, prompts: DecodePrompts) -> MaskPrediction:

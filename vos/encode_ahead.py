@@ -9,6 +9,11 @@ frame t+1 instead of adding to it.
 
 Nothing in the tracker changes: it still calls ``encode(frame)`` and ``decode(...)``.
 
+The look-ahead serves one stream read in order. ``encode`` and ``decode`` may still be called
+from other threads (the wrapped segmenter runs on the worker and on a caller at once anyway,
+when a frame is asked for before its encode started): the queue and the counters change only
+under a lock, and a frame that another caller's reading dropped is simply encoded on demand.
+
 Example:
     >>> with EncodeAhead(segmenter) as ahead:
     ...     tracker = VideoTracker(ahead, TrackerConfig())
@@ -95,10 +100,12 @@ class EncodeAhead(SegmenterWrapper):
                         entry = value
                     else:
                         value[1].cancel()  # read before this frame and never asked for
+            if entry is None:
+                self.misses += 1
+            else:
+                self.hits += 1
         if entry is None:
-            self.misses += 1
             return self.inner.encode(image)
-        self.hits += 1
         return entry[1].result()
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -67,25 +68,35 @@ class StageTimer:
 
 
 class TimedSegmenter(SegmenterWrapper):
-    """Wraps a segmenter and accounts the time of ``encode`` and ``decode`` calls."""
+    """Wraps a segmenter and accounts the time of ``encode`` and ``decode`` calls.
+
+    Thread-safe like every segmenter: the timer's sums are updated under a lock (a read,
+    add and write that two threads interleave would lose one of the two times).
+    """
 
     def __init__(self, inner: Any, timer: StageTimer) -> None:
         super().__init__(inner)
         self.timer = timer
+        self._timer_lock = threading.Lock()
+
+    def _add(self, stage: str, start: float) -> None:
+        elapsed = time.perf_counter() - start
+        with self._timer_lock:
+            self.timer.add(stage, elapsed)
 
     def encode(self, image: np.ndarray) -> Any:
         start = time.perf_counter()
         try:
             return self.inner.encode(image)
         finally:
-            self.timer.add("encode", time.perf_counter() - start)
+            self._add("encode", start)
 
     def decode_prompts(self, embedding: Any, prompts: DecodePrompts) -> MaskPrediction:
         start = time.perf_counter()
         try:
             return self.inner.decode(embedding, prompts)
         finally:
-            self.timer.add("decode masks", time.perf_counter() - start)
+            self._add("decode masks", start)
 
 
 def _fingerprint(
