@@ -247,3 +247,49 @@ def test_bf16_agreement_on_davis_frames(data_dir: Path) -> None:
     assert rows["exact"]["iou_tracked"] == 1.0
     assert rows["bf16"]["iou_same_prompts_min"] >= DAVIS_SAME_PROMPT_IOU_MIN
     assert rows["bf16"]["iou_tracked"] >= DAVIS_TRACKED_IOU_MIN
+
+
+def test_annotator_targets_read_the_section_rows() -> None:
+    from vos.bench.report import Report, _annotator_targets
+
+    report = Report(annotator=[
+        {"measure": "click to mask, stored frame (HTTP, median)", "value": 80.0},
+        {"measure": "restore, 50 frames, 2 objects, 4 passes (200 tracked frames): first "
+                    "click answered", "value": 2.5},
+        {"measure": "restore, 2000 frames, 2 objects, 4 passes (8000 tracked frames): first "
+                    "click answered", "value": 3.0},
+        {"measure": "server RSS after 1 session(s)", "value": 900.0},
+        {"measure": "server RSS after 3 session(s)", "value": 1000.0},
+        {"measure": "server RSS after 20 session(s)", "value": 1040.0},
+    ])
+    _annotator_targets(report)
+    met = {t["target"]: t["met"] for t in report.targets}
+    assert met == {"annotator click-to-mask, stored frame [ms]": True,
+                   "annotator restore, 50 frames, usable [s]": False,
+                   "annotator restore, 2000 frames, usable [s]": True,
+                   "annotator RSS growth, 3 -> 20 sessions": True}
+
+
+@pytest.mark.slow
+def test_annotator_section_on_synthetic_frames() -> None:
+    """The annotator section end to end, small: real model (synthetic weights), default
+    settings, a 6-frame session restored in a fresh process, 1 -> 3 -> 20 sessions."""
+    pytest.importorskip("flask")
+    from vos.bench.annotator import bench_annotator
+    from vos.bench.report import Report, check_targets, render_markdown
+
+    report = Report()
+    bench_annotator(report, video=None, checkpoint=None, box_xyxy=None, clicks=3,
+                    restore_frames=[6], distinct=3, memory_frames=1, threads=2)
+    measures = [r["measure"] for r in report.annotator]
+    assert measures[:2] == ["click to mask, stored frame (HTTP, median)",
+                            "click to mask, frame not yet encoded (median)"]
+    assert any(m.startswith("restore, 6 frames") and m.endswith("first click answered")
+               for m in measures)
+    assert [m for m in measures if m.startswith("server RSS")] == [
+        "server RSS after 1 session(s)", "server RSS after 3 session(s)",
+        "server RSS after 20 session(s)"]
+    assert all(r["value"] > 0 for r in report.annotator)
+    check_targets(report, "openvino")
+    assert any(t["target"].startswith("annotator RSS growth") for t in report.targets)
+    assert "## Web annotator" in render_markdown(report)

@@ -30,6 +30,9 @@ TARGET_BF16_DECODER_RATIO = 0.5
 # Issue #19: re-propagation per frame at most 0.15x the first pass, a click on a stored frame
 # within 100 ms, and RSS flat over a long video (growth after 250 frames within 5%).
 TARGET_REPROPAGATION_RATIO = 0.15
+TARGET_ANNOTATOR_CLICK_MS = 100.0  # issue 27: median, stored frame, through HTTP
+# issue 27: a restored session usable this soon (s) for 50 and 2,000 frames
+TARGET_RESTORE_S = {50: 2.0, 2000: 10.0}
 TARGET_CLICK_MS = 100.0
 TARGET_LONG_VIDEO_GROWTH = 0.05
 
@@ -50,6 +53,7 @@ class Report:
     amg: list[dict[str, Any]] = field(default_factory=list)
     predictor: list[dict[str, Any]] = field(default_factory=list)
     predictor_memory: list[dict[str, Any]] = field(default_factory=list)
+    annotator: list[dict[str, Any]] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -110,6 +114,7 @@ def check_targets(report: Report, default_backend: str) -> None:
         targets.append(_target("peak RSS with 254 objects [MB]", f"<= {TARGET_OBJECTS_RSS_MB}",
                                rss, rss <= TARGET_OBJECTS_RSS_MB))
     _predictor_targets(report)
+    _annotator_targets(report)
     _bf16_targets(report)
     fast_rows = [r for r in report.loop if r["mode"] != "exact"]
     if fast_rows:
@@ -158,6 +163,29 @@ def _bf16_targets(report: Report) -> None:
         report.targets.append(_target("peak RSS with 254 objects, bf16 [MB]",
                                       f"<= {TARGET_OBJECTS_RSS_MB}", rss,
                                       rss <= TARGET_OBJECTS_RSS_MB))
+
+
+def _annotator_targets(report: Report) -> None:
+    """Issue #27's targets from the annotator section's rows."""
+    rss = {}
+    for row in report.annotator:
+        measure, value = row["measure"], row["value"]
+        if measure.startswith("click to mask, stored frame"):
+            report.targets.append(_target("annotator click-to-mask, stored frame [ms]",
+                                          f"<= {TARGET_ANNOTATOR_CLICK_MS:g}", value,
+                                          value <= TARGET_ANNOTATOR_CLICK_MS))
+        if measure.startswith("restore,") and measure.endswith("first click answered"):
+            frames = int(measure.split()[1])
+            if frames in TARGET_RESTORE_S:
+                goal = TARGET_RESTORE_S[frames]
+                report.targets.append(_target(f"annotator restore, {frames} frames, usable [s]",
+                                              f"<= {goal:g}", value, value <= goal))
+        if measure.startswith("server RSS after"):
+            rss[int(measure.split()[3])] = value
+    if 3 in rss and max(rss) > 3:
+        growth = (rss[max(rss)] - rss[3]) / rss[3]
+        report.targets.append(_target(f"annotator RSS growth, 3 -> {max(rss)} sessions",
+                                      "<= 0.05", round(growth, 3), growth <= 0.05))
 
 
 def _predictor_targets(report: Report) -> None:
@@ -262,6 +290,9 @@ def render_markdown(report: Report) -> str:
     if report.predictor_memory:
         out += ["## Video predictor memory over a long video (RSS)", "",
                 markdown_table(report.predictor_memory)]
+    if report.annotator:
+        out += ["## Web annotator (default settings; clicks through its HTTP API; restore in a "
+                "fresh process)", "", markdown_table(report.annotator)]
     out += ["## Targets (issues #7, #14, #19)", "", markdown_table(report.targets)]
     if report.notes:
         out += ["## Notes", ""] + [f"- {note}" for note in report.notes] + [""]

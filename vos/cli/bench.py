@@ -25,6 +25,7 @@ from repvit_sam.runtime import BACKENDS, EXACT, FastMode, available_backends
 from repvit_sam.runtime.runners import TORCH_VARIANTS
 from repvit_sam.utils.malloc import MALLOC_ENV, retain_freed_memory
 from vos.bench.agreement import bench_agreement
+from vos.bench.annotator import bench_annotator
 from vos.bench.decoders import bench_decoders
 from vos.bench.encoders import bench_encoders, encoder_configs, encoder_shapes
 from vos.bench.inputs import default_boxes, fill_synthetic_weights, load_frames
@@ -90,6 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--objects-mode", default="exact",
                         help="fast mode(s) of the object-scaling runs, comma-separated "
                              "(default exact; e.g. exact,bf16 side by side)")
+    parser.add_argument("--annotator-clicks", type=int, default=9,
+                        help="--only annotator: timed clicks on a stored frame")
+    parser.add_argument("--annotator-restore-frames", default="50,2000",
+                        help="--only annotator: frame counts of the restored sessions "
+                             "(2 objects, 4 passes each; empty skips them)")
+    parser.add_argument("--annotator-distinct", type=int, default=50,
+                        help="--only annotator: distinct frames the restored sessions loop over "
+                             "(each encoded once)")
+    parser.add_argument("--annotator-memory-frames", type=int, default=4,
+                        help="--only annotator: frames of each session of the 1/3/20-session "
+                             "memory run (0 skips it)")
     parser.add_argument("--predictor-frames", type=int, default=16,
                         help="--only predictor: frames of the first pass (the correction goes "
                              "on the middle one; 0 skips the speed rows)")
@@ -381,6 +393,13 @@ def main(argv: list[str] | None = None) -> int:
         from vos.bench.official_sam import bench_amg
 
         bench_amg(report, frames[0], points_per_side=args.amg_points, repeats=args.repeats)
+    if "annotator" in only:
+        bench_annotator(report, video=plan.video, checkpoint=plan.checkpoints.get("repvit"),
+                        box_xyxy=args.box[0] if args.box else None,
+                        clicks=args.annotator_clicks,
+                        restore_frames=[int(v) for v in _csv(args.annotator_restore_frames)],
+                        distinct=args.annotator_distinct,
+                        memory_frames=args.annotator_memory_frames, threads=args.threads)
     if "predictor" in only:
         bench_predictor(report, video=plan.video, checkpoint=plan.checkpoints.get("repvit"),
                         box_xyxy=args.box[0] if args.box else None,
