@@ -244,6 +244,33 @@ class StoreConfig:
         _check_ranges(self, "store")
 
 
+# DIS optical-flow presets of live tracking (``vos.live.flow.FLOW_PRESETS``).
+FLOW_PRESET_CHOICES = ("ultrafast", "fast", "medium")
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Live tracking from a camera (``vos.run webcam``, ``vos.live``).
+
+    Attributes:
+        carry: give every captured frame masks: the model runs on the newest frame as fast as
+            it can, and the frames in between get the latest result's masks carried along the
+            optical flow. False shows only the frames the model ran on (the frames in between
+            are dropped).
+        flow_preset: OpenCV DIS preset of the flow: "ultrafast" (default, ~1 ms a frame at
+            the default size), "fast" or "medium" (~9x slower, a little more accurate).
+        flow_size: long side in pixels the flow is computed at; masks are moved at full size
+            (larger = finer motion, slower).
+    """
+
+    carry: bool = True
+    flow_preset: str = _range("ultrafast", choices=FLOW_PRESET_CHOICES)
+    flow_size: int = _range(432, minimum=16, maximum=4096)
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, "live")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation dataset location.
@@ -267,6 +294,7 @@ class RunConfig:
     io: IOConfig = field(default_factory=IOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
     seed: int = _range(0, minimum=0)
 
     def __post_init__(self) -> None:

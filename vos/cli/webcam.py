@@ -30,14 +30,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--record", action="store_true",
                         help="write every processed frame's masks and the overlay mp4 "
                              "(implied by --no-window, which follows io.save_*)")
-    parser.add_argument("--max-frames", type=int, help="stop after N processed frames")
+    parser.add_argument("--max-frames", type=int, help="stop after N shown frames")
     parser.add_argument("--init-box", action="append", default=[], metavar="X0,Y0,X1,Y1",
                         help="an object on the first frame, by its box (repeat for more)")
     parser.add_argument("--init-points", action="append", default=[], metavar="'X,Y[,L] ...'",
                         help="an object on the first frame, by points (repeat for more)")
     parser.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
-                        help="for a video file: play at its fps and drop the frames that "
-                             "arrive while the model is busy (default), or process every frame")
+                        help="for a video file: play at its fps as a camera would (default), "
+                             "or run the model on every frame")
+    parser.add_argument("--carry", action=argparse.BooleanOptionalAction, default=None,
+                        help="show every camera frame, with masks carried by optical flow "
+                             "between model results (default: live.carry, true); "
+                             "--no-carry shows only the frames the model ran on")
     return parser
 
 
@@ -65,6 +69,8 @@ def run(args: argparse.Namespace, segmenter_factory: SegmenterFactory = build_se
     from vos.live import check_display
 
     cfg = config_from(args)
+    if args.carry is not None:
+        cfg = replace(cfg, live=replace(cfg.live, carry=args.carry))
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames {args.max_frames}: expected >= 1")
     if not args.no_window:
@@ -93,6 +99,7 @@ def _run_live(args: argparse.Namespace, cfg: Any, output: Path, record: bool,
         LiveApp,
         LiveSession,
         LiveWindow,
+        MaskCarrier,
         PromptDrawer,
     )
 
@@ -120,14 +127,18 @@ def _run_live(args: argparse.Namespace, cfg: Any, output: Path, record: bool,
                                   save_video=cfg.io.save_video)
         session = LiveSession(segmenter, cfg.tracker, cfg.prompt, seed=cfg.seed)
         drawer = PromptDrawer(image_hw)
+        carrier = (MaskCarrier(preset=cfg.live.flow_preset, flow_size=cfg.live.flow_size)
+                   if cfg.live.carry else None)
         if not args.no_window:
             window = LiveWindow(on_mouse=drawer.on_mouse)
-            print("mouse: drag a box or click to add an object; shift+click / right-click "
-                  "collect +/- points, Enter adds them\nkeys: r reset, d/x remove last, "
-                  "p pause, s save masks, q/Esc quit", file=sys.stderr)
+            print("mouse: drag a box to add an object; click an object to correct it "
+                  "(ctrl+click: remove that region), click elsewhere to add one; "
+                  "shift+click / right-click collect +/- points, Enter adds them\n"
+                  "keys: r reset, d/x remove last, p pause, s save masks, q/Esc quit",
+                  file=sys.stderr)
         app = LiveApp(camera, session, window=window, recorder=recorder,
                       snapshot_dir=output / SNAPSHOT_DIR, max_frames=args.max_frames,
-                      init_prompts=prompts, drawer=drawer)
+                      init_prompts=prompts, drawer=drawer, carrier=carrier)
         app.run()
     except KeyboardInterrupt:
         interrupted = True  # Ctrl-C: close everything below, keep what was written
@@ -143,11 +154,13 @@ def _run_live(args: argparse.Namespace, cfg: Any, output: Path, record: bool,
     stats = app.stats
     rows = [("camera", f"{camera.info.name} ({camera.info.image_hw[1]}x{camera.info.image_hw[0]}, "
                        f"{camera.info.fps:g} fps{', real time' if camera.drop_stale else ''})"),
-            ("frames", f"{stats.frames_captured} captured, {stats.frames_processed} processed, "
-                       f"{stats.frames_dropped} dropped"),
-            ("speed", f"{stats.fps:.2f} frames/s over {stats.active_seconds:.1f} s"),
+            ("frames", f"{stats.frames_captured} captured, {stats.frames_shown} shown "
+                       f"({stats.frames_carried} with carried masks), {stats.frames_processed} "
+                       f"processed by the model, {stats.frames_dropped} dropped"),
+            ("speed", f"display {stats.display_fps:.2f} frames/s, model {stats.fps:.2f} "
+                      f"frames/s over {stats.active_seconds:.1f} s"),
             ("latency", f"median {stats.latency_ms(50):.0f} ms, p95 {stats.latency_ms(95):.0f} ms"
-                        " (capture -> result)")]
+                        f" (capture -> shown); model median {stats.model_latency_ms(50):.0f} ms")]
     if recorder is not None or app.snapshots_saved:
         rows.append(("output", str(output)))
     if recorder is not None:

@@ -16,7 +16,7 @@ import shutil
 import struct
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -453,6 +453,7 @@ class ResultSink:
         frame: np.ndarray,
         result: FrameResult,
         snapshot: Snapshot | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Queue the outputs of one frame (returns before they hit the disk).
 
@@ -462,11 +463,15 @@ class ResultSink:
             result: the frame's objects.
             snapshot: the run's state after this frame (the resume file), written before the
                 frame's completion marker so that a complete frame always has its state.
+            extra: more top-level fields of the frame's JSON (live mode: where its masks
+                came from).
         """
         index = result.to_index_mask(self.overlap)  # type: ignore[arg-type]
         if index.dtype != np.uint8 and self.save_png:
             raise ValueError(f"frame {frame_name}: obj_id above 255 cannot go in a palette PNG")
         record = frame_record(result, frame_name) if self.save_json else None
+        if record is not None and extra:
+            record.update(extra)
         self._writer.submit(lambda: self._write_files(frame_name, frame, index, record, snapshot))
 
     def repeat_overlay(self, count: int) -> None:

@@ -1,9 +1,11 @@
 """Live interaction: keys to actions, mouse gestures to prompts, the view and its window.
 
-Window controls: left-drag draws a box (a new object); a left click adds an object from that
-point; shift+left-click / right-click collect positive / negative points that Enter turns
-into one object. Keys: ``r`` reset, ``d``/``x`` remove the last object, ``p``/space pause,
-``s`` save the current frame's masks, ``q``/Esc quit.
+Window controls: left-drag draws a box (a new object); a left click on a tracked object
+corrects it (the clicked region becomes part of it), with Ctrl held it takes the region away;
+a left click away from every object adds an object from that point; shift+left-click /
+right-click collect positive / negative points that Enter turns into one object. Keys: ``r``
+reset, ``d``/``x`` remove the last object, ``p``/space pause, ``s`` save the current frame's
+masks, ``q``/Esc quit.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import enum
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import cv2
@@ -24,12 +27,14 @@ __all__ = [
     "KEY_ACTIONS",
     "WINDOW_NAME",
     "Action",
+    "Click",
     "Display",
     "LiveError",
     "LiveWindow",
     "PromptDrawer",
     "check_display",
     "key_to_action",
+    "object_at",
     "render_view",
 ]
 
@@ -80,11 +85,62 @@ def key_to_action(key: int) -> Action | None:
     return KEY_ACTIONS.get(key)
 
 
-class PromptDrawer:
-    """Turns OpenCV mouse events into prompts (pass :meth:`on_mouse` to setMouseCallback).
+@dataclass(frozen=True)
+class Click:
+    """A plain click on the view, in frame pixels.
 
-    A left-drag gives a box, a left click a one-point object; shift+left-click and
-    right-click collect positive and negative points for :meth:`commit_points`. Points
+    Attributes:
+        x, y: the clicked pixel.
+        label: 1 for a left click, 0 for a left click with Ctrl held.
+    """
+
+    x: int
+    y: int
+    label: int
+
+
+def object_at(result: FrameResult | None, x: int, y: int, *, margin: float = 0.2,
+              min_margin_px: int = 8) -> int | None:
+    """The tracked object a click at (x, y) is meant for, or None.
+
+    The object whose mask holds the pixel (the smallest, where masks overlap); else the one
+    whose box, grown by ``margin`` of its size on every side (at least ``min_margin_px``),
+    holds it, the nearest box centre first: a click just outside a mask usually asks to
+    grow it.
+
+    Args:
+        result: the objects shown, masks (N, H, W) bool in frame pixels.
+        x, y: the click in frame pixels.
+    """
+    if result is None or len(result) == 0:
+        return None
+    h, w = result.image_hw
+    if not (0 <= x < w and 0 <= y < h):
+        return None
+    hits = [i for i in range(len(result)) if result.masks[i, y, x]]
+    if hits:
+        best = min(hits, key=lambda i: (int(result.masks[i].sum()), int(result.obj_ids[i])))
+        return int(result.obj_ids[best])
+    near: list[tuple[float, int]] = []
+    for obj_id, (x0, y0, x1, y1) in zip(result.obj_ids, result.boxes_xyxy, strict=True):
+        if x1 <= x0 or y1 <= y0:
+            continue
+        gx = max(min_margin_px, margin * (x1 - x0))
+        gy = max(min_margin_px, margin * (y1 - y0))
+        if x0 - gx <= x + 0.5 <= x1 + gx and y0 - gy <= y + 0.5 <= y1 + gy:
+            near.append((float(np.hypot(x + 0.5 - (x0 + x1) / 2, y + 0.5 - (y0 + y1) / 2)),
+                         int(obj_id)))
+    return min(near)[1] if near else None
+
+
+class PromptDrawer:
+    """Turns OpenCV mouse events into prompts and clicks (pass :meth:`on_mouse` to
+    setMouseCallback).
+
+    A left-drag gives a box (a new object); a left click gives a :class:`Click` (label 1;
+    label 0 with Ctrl held), which the live loop turns into a correction of the object
+    clicked on or, away from every object, a new one-point object. Shift+left-click and
+    right-click collect positive and negative points for :meth:`commit_points`; points
     collected before a drag go with its box.
 
     Args:
@@ -99,15 +155,19 @@ class PromptDrawer:
         self.drag_end: tuple[int, int] | None = None
         self.points: list[tuple[int, int, int]] = []  # (x, y, label)
         self._ready: list[Prompt] = []
+        self._clicks: list[Click] = []
 
     def on_mouse(self, event: int, x: int, y: int, flags: int, param: Any = None) -> None:
         """OpenCV mouse callback (window pixels equal frame pixels)."""
         h, w = self.image_hw
         x, y = min(max(int(x), 0), w - 1), min(max(int(y), 0), h - 1)
         shift = bool(flags & cv2.EVENT_FLAG_SHIFTKEY)
+        ctrl = bool(flags & cv2.EVENT_FLAG_CTRLKEY)
         if event == cv2.EVENT_LBUTTONDOWN:
             if shift:
                 self.points.append((x, y, 1))
+            elif ctrl:
+                self._clicks.append(Click(x, y, 0))
             else:
                 self.drag_start = self.drag_end = (x, y)
         elif event == cv2.EVENT_RBUTTONDOWN:
@@ -120,8 +180,7 @@ class PromptDrawer:
             if abs(x - x0) >= self.min_drag and abs(y - y0) >= self.min_drag:
                 self._ready.append(self._with_points(_box_between((x0, y0), (x, y))))
             else:
-                self._ready.append(Prompt(points_xy=np.array([[x, y]], np.float32),
-                                          point_labels=np.ones(1, np.int64)))
+                self._clicks.append(Click(x, y, 1))
 
     @property
     def drag_box(self) -> np.ndarray | None:
@@ -138,14 +197,20 @@ class PromptDrawer:
         return True
 
     def clear(self) -> None:
-        """Drop the collected points and any drag in progress."""
+        """Drop the collected points, unread clicks and any drag in progress."""
         self.points.clear()
+        self._clicks.clear()
         self.drag_start = self.drag_end = None
 
     def take(self) -> list[Prompt]:
-        """The prompts completed since the last call."""
+        """The prompts (boxes, committed points) completed since the last call."""
         ready, self._ready = self._ready, []
         return ready
+
+    def take_clicks(self) -> list[Click]:
+        """The plain clicks since the last call."""
+        clicks, self._clicks = self._clicks, []
+        return clicks
 
     def _with_points(self, box: np.ndarray | None) -> Prompt:
         points = labels = None
@@ -169,15 +234,18 @@ def render_view(
     banner: str | None = None,
     drag_box: np.ndarray | None = None,
     points: Sequence[tuple[int, int, int]] = (),
+    pending_boxes: Sequence[np.ndarray] = (),
 ) -> np.ndarray:
     """The window image: object overlay with ids and scores, banner, prompts being drawn.
 
     Args:
         frame: (H, W, 3) uint8 RGB.
         result: the frame's objects (None: the plain frame).
-        banner: text for the top-left corner (FPS, latency).
+        banner: text for the top-left corner (rates, latency, where the masks came from);
+            one line per ``\n``.
         drag_box: (4,) XYXY in frame pixels of the box being dragged.
-        points: (x, y, label) points being collected.
+        points: (x, y, label) points being collected, or clicks waiting for the model.
+        pending_boxes: (4,) XYXY boxes given to the model whose objects are not shown yet.
 
     Returns:
         (H, W, 3) uint8 RGB.
@@ -186,17 +254,37 @@ def render_view(
         index = result.to_index_mask("lower_id_wins")
         labels = {int(i): f"{int(i)} {s:.2f}" for i, s in zip(result.obj_ids, result.scores,
                                                                   strict=True)}
-        view = draw_overlay(frame, index, labels=labels, banner=banner)
+        view = draw_overlay(frame, index, labels=labels)
     else:
-        view = draw_overlay(frame, np.zeros(frame.shape[:2], np.uint8), banner=banner)
+        view = frame.copy()
     if drag_box is not None:
         x0, y0, x1, y1 = (int(v) for v in drag_box)
         cv2.rectangle(view, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 0), 1, cv2.LINE_AA)
+    for box in pending_boxes:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        cv2.rectangle(view, (x0, y0), (x1 - 1, y1 - 1), (255, 200, 0), 2, cv2.LINE_AA)
     for x, y, label in points:
         colour = (0, 255, 0) if label == 1 else (255, 0, 0)
         cv2.circle(view, (x, y), 4, colour, -1, cv2.LINE_AA)
         cv2.circle(view, (x, y), 4, (255, 255, 255), 1, cv2.LINE_AA)
+    if banner:
+        _draw_banner(view, banner.split("\n"))
     return view
+
+
+def _draw_banner(view: np.ndarray, lines: Sequence[str]) -> None:
+    """White text on a dark band in the top-left corner (readable on any frame)."""
+    scale = max(view.shape[0] / 720.0, 0.4) * 0.6
+    thickness = max(1, round(2 * scale))
+    sizes = [cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0]
+             for line in lines]
+    step = max(h for _, h in sizes) + max(6, round(10 * scale))
+    width = max(w for w, _ in sizes) + 12
+    band = view[: step * len(lines) + 6, :width]
+    band[:] = (band * 0.45).astype(np.uint8)  # darken in place (a view of the image)
+    for k, line in enumerate(lines):
+        cv2.putText(view, line, (6, step * (k + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), thickness, cv2.LINE_AA)
 
 
 class Display(Protocol):
