@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from vos.camera_predictor import CameraPredictor, build_sam2_camera_predictor
 from vos.config import RunConfig, TrackerConfig, load_config
 from vos.tracker import VideoTracker
 from vos.types import FrameResult, Prompt, Track, TrackStatus
@@ -21,6 +22,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "CameraPredictor",
     "FrameResult",
     "Prompt",
     "RunConfig",
@@ -30,6 +32,7 @@ __all__ = [
     "VideoPredictor",
     "VideoTracker",
     "__version__",
+    "build_sam2_camera_predictor",
     "build_sam2_video_predictor",
     "load_config",
 ]
