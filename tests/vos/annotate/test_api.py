@@ -737,3 +737,41 @@ def test_import_masks_as_prompts(annotate: ModuleType, scene_samples: tuple[Any,
             (io.BytesIO(d), n) for d, n in files]}, content_type="multipart/form-data")
         assert reply.status_code == 400 and text in reply.get_json()["error"], reply.get_json()
     server.store.close()
+
+
+def test_a_session_of_the_previous_version_is_replayed_once(
+        annotate: ModuleType, scene_samples: tuple[Any, Path], tmp_path: Path) -> None:
+    """A log written before sessions kept their model state (no ``n``, no predictor.json,
+    undo as clear + add): opening it replays it through the model once, then saves the
+    state, so the next opening reads it from disk."""
+    scene, samples = scene_samples
+    server = Server(annotate, tmp_path / "new", FakeSegmenter(scene), samples)
+    sid = server.post("/api/sessions", {"sample": "sample0"}).get_json()["id"]
+    server.store.close()
+    folder = tmp_path / "new" / sid
+    old = [{"op": "object", "obj": 1, "name": "object 1"},
+           {"op": "add", "frame": 0, "obj": 1, "points": [center(scene, 0, 0)], "labels": [1],
+            "box": None, "clear_old": False},
+           {"op": "add", "frame": 0, "obj": 1, "points": [center(scene, 0, 1)], "labels": [1],
+            "box": None, "clear_old": False},
+           {"op": "clear", "frame": 0, "obj": 1},  # the old undo: clear, then add again
+           {"op": "add", "frame": 0, "obj": 1, "points": [center(scene, 0, 0)], "labels": [1],
+            "box": None, "clear_old": True},
+           {"op": "track", "start": 0, "reverse": False},
+           *({"op": "frame", "t": t} for t in range(NUM_FRAMES))]
+    (folder / "ops.jsonl").write_text("".join(json.dumps(op) + "\n" for op in old))
+    fake = SlowFake(scene)
+    again = Server(annotate, tmp_path / "new", fake, samples, owner=server.owner)
+    data = again.wait(sid)
+    assert data["job"]["kind"] == "restore" and data["job"]["state"] == "done"
+    assert data["read_only"] is None and data["notice"] is None
+    assert data["lanes"]["1"] == "P" + "T" * (NUM_FRAMES - 1) and data["stale"] == []
+    assert (folder / "predictor.json").is_file()
+    for t, index in index_masks(again, sid).items():
+        np.testing.assert_array_equal(index == 1, scene.gt_masks[t, 0], err_msg=f"{t}")
+    replayed = fake.decodes
+    third = reopened(again, tmp_path / "new", fake, samples)
+    assert third.poll(sid)["job"] is None and fake.decodes == replayed  # read from disk
+    assert third.post(f"/api/sessions/{sid}/undo").get_json()["undone"] == \
+        "click on frame 0 (object 1)"
+    third.store.close()
