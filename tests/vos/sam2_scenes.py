@@ -18,13 +18,14 @@ NUM_FRAMES = 12
 HW = (96, 128)
 
 
-def crossing_scene(num_frames: int = NUM_FRAMES) -> Scene:
+def crossing_scene(num_frames: int = NUM_FRAMES, second_appears: int = 5) -> Scene:
     """Two objects crossing the frame: a red square moving right, a green ellipse moving
-    left, which enters on frame 5 (its ground truth is empty before)."""
+    left. The ellipse counts as appearing on frame ``second_appears``: its ground truth (what
+    the fake segmenter finds) is empty before."""
     objects = [SceneObject(((0, 20, 30), (11, 90, 40)), (16, 16), color=(230, 50, 50)),
                SceneObject(((0, 104, 64), (11, 50, 70)), (14, 20), "ellipse", (40, 220, 40))]
     scene = render(objects, num_frames, HW)
-    scene.gt_masks[:5, 1] = False  # object 2 "appears" on frame 5 (for the annotations)
+    scene.gt_masks[:second_appears, 1] = False
     return scene
 
 

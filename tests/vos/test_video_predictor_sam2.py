@@ -214,6 +214,52 @@ class Transcript:
     remove_strict_error: type[BaseException] | None = None
     obj_ids_after_reset: list[Any] = field(default_factory=list)
     propagate_after_reset_error: type[BaseException] | None = None
+    image_size: int = 0
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _tensor(value: Any) -> tuple[str, tuple[int, ...], torch.dtype]:
+    return type(value).__name__, tuple(value.shape), value.dtype
+
+
+def _state_summary(state: Any, image_size: int) -> dict[str, Any]:
+    """What SAM 2 code can read from an inference state, without the model-made values.
+
+    Coordinates are divided by the model's input size (SAM 2's test model runs at 256, ours
+    at 1024); tensors are described by type, shape and dtype.
+    """
+    per_obj = {}
+    for obj_idx, frames in state["point_inputs_per_obj"].items():
+        per_obj[obj_idx] = {
+            t: {"coords": (inputs["point_coords"] / image_size).tolist(),
+                "labels": inputs["point_labels"].tolist(),
+                "types": (_tensor(inputs["point_coords"]), _tensor(inputs["point_labels"]))}
+            for t, inputs in frames.items()}
+    outputs = {obj_idx: {kind: {t: {k: v.shape[:2] if isinstance(v, torch.Tensor) else v
+                                    for k, v in out.items() if k == "pred_masks"}
+                                for t, out in per_kind.items()}
+                         for kind, per_kind in per_obj_out.items()}
+               for obj_idx, per_obj_out in state["output_dict_per_obj"].items()}
+    return {
+        "keys": set(state),
+        "isinstance_dict": isinstance(state, dict),
+        "plain": {k: state[k] for k in ("num_frames", "video_height", "video_width",
+                                        "offload_video_to_cpu", "offload_state_to_cpu",
+                                        "device", "storage_device")},
+        "ids": (list(state["obj_ids"]), dict(state["obj_id_to_idx"]),
+                dict(state["obj_idx_to_id"])),
+        "points": per_obj,
+        "masks": {obj_idx: {t: (m.shape[:2], m.dtype) for t, m in frames.items()}
+                  for obj_idx, frames in state["mask_inputs_per_obj"].items()},
+        "outputs": outputs,
+        "temp": {obj_idx: {kind: list(v) for kind, v in d.items()}
+                 for obj_idx, d in state["temp_output_dict_per_obj"].items()},
+        "tracked": {obj_idx: dict(frames)
+                    for obj_idx, frames in state["frames_tracked_per_obj"].items()},
+        "cached": list(state["cached_features"]),
+        "images": (len(state["images"]), state["images"][0].shape[0],
+                   state["images"][0].dtype),
+    }
 
 
 def _run_notebook(predictor: Any, video_dir: Path) -> Transcript:
@@ -228,6 +274,7 @@ def _run_notebook(predictor: Any, video_dir: Path) -> Transcript:
         h, w = inference_state["video_height"], inference_state["video_width"]
         out.video_hw = (h, w)
         out.num_frames = inference_state["num_frames"]
+        out.image_size = predictor.image_size
 
         # Step 1: a click on frame 0 adds object 1.
         points = np.array([[0.39 * w, 0.65 * h]], dtype=np.float32)
@@ -242,8 +289,11 @@ def _run_notebook(predictor: Any, video_dir: Path) -> Transcript:
             inference_state=inference_state, frame_idx=0, obj_id=1, points=points,
             labels=labels))
 
+        out.states["prompted"] = _state_summary(inference_state, out.image_size)
+
         # Step 2: propagate through the video.
         out.passes["forward"] = _collect(predictor.propagate_in_video(inference_state))
+        out.states["tracked"] = _state_summary(inference_state, out.image_size)
 
         # A second object, boxed on a later frame.
         box = np.array([0.65 * w, 0.10 * h, 0.95 * w, 0.50 * h], dtype=np.float32)
@@ -257,6 +307,7 @@ def _run_notebook(predictor: Any, video_dir: Path) -> Transcript:
             inference_state=inference_state, frame_idx=2, obj_id=1, points=points,
             labels=labels))
         out.passes["forward_again"] = _collect(predictor.propagate_in_video(inference_state))
+        out.states["corrected"] = _state_summary(inference_state, out.image_size)
 
         # Backward, from an explicit start so that both run the same frames; then from the
         # default start (one frame at most); then from frame 0.
@@ -280,6 +331,7 @@ def _run_notebook(predictor: Any, video_dir: Path) -> Transcript:
         mask[int(0.1 * h):int(0.5 * h), int(0.65 * w):int(0.95 * w)] = True
         out.calls["mask"] = _returned(*predictor.add_new_mask(
             inference_state=inference_state, frame_idx=0, obj_id=2, mask=mask))
+        out.states["masked"] = _state_summary(inference_state, out.image_size)
         out.calls["clear"] = _returned(*predictor.clear_all_prompts_in_frame(
             inference_state, frame_idx=2, obj_id=1))
 
@@ -466,3 +518,121 @@ def test_lone_negative_click_deviation(transcripts: tuple[Transcript, Transcript
     ours, theirs = transcripts
     assert theirs.lone_negative_error is None
     assert ours.lone_negative_error is PromptError
+
+
+@pytest.mark.slow
+def test_state_keys_and_types_match_sam2(transcripts: tuple[Transcript, Transcript]) -> None:
+    ours, theirs = transcripts
+    assert list(ours.states) == list(theirs.states) == ["prompted", "tracked", "corrected",
+                                                        "masked"]
+    for step in ours.states:
+        mine, sam2s = ours.states[step], theirs.states[step]
+        assert mine["isinstance_dict"] and sam2s["isinstance_dict"], step
+        # Every SAM 2 1.1.0 key, and SAM 2 1.0's frames_already_tracked besides.
+        assert mine["keys"] - sam2s["keys"] == {"frames_already_tracked"}, step
+        assert sam2s["keys"] <= mine["keys"], step
+        assert mine["plain"] == sam2s["plain"], step
+        assert mine["ids"] == sam2s["ids"], step
+        assert mine["images"][0] == sam2s["images"][0] == NUM_FRAMES
+        assert mine["images"][1:] == sam2s["images"][1:] == (3, torch.float32)
+        # Point prompts: the same frames, labels, types and (input-size relative)
+        # coordinates, a box as two corners labelled 2 and 3.
+        assert mine["points"].keys() == sam2s["points"].keys(), step
+        for obj_idx, frames in sam2s["points"].items():
+            assert frames.keys() == mine["points"][obj_idx].keys(), (step, obj_idx)
+            for t, theirs_inputs in frames.items():
+                mine_inputs = mine["points"][obj_idx][t]
+                assert mine_inputs["labels"] == theirs_inputs["labels"], (step, t)
+                np.testing.assert_allclose(mine_inputs["coords"], theirs_inputs["coords"],
+                                           rtol=0, atol=1e-5)
+                for (kind, shape, dtype), (kind2, shape2, dtype2) in zip(
+                        mine_inputs["types"], theirs_inputs["types"], strict=True):
+                    assert (kind, shape, dtype) == (kind2, shape2, dtype2), (step, t)
+        assert mine["masks"] == sam2s["masks"], step
+        assert set(sam2s["cached"]) <= set(mine["cached"]), step  # SAM 2 keeps the last one
+    # Before a propagation SAM 2 holds new prompts' outputs apart (temp_output_dict), to
+    # merge them when it starts; here a prompt's output is final at once.
+    prompted, sam2_prompted = ours.states["prompted"], theirs.states["prompted"]
+    assert list(prompted["outputs"][0]["cond_frame_outputs"]) == [0]
+    assert sam2_prompted["outputs"][0]["cond_frame_outputs"] == {}
+    assert list(sam2_prompted["temp"][0]["cond_frame_outputs"]) == [0]
+    assert prompted["temp"][0] == {"cond_frame_outputs": [], "non_cond_frame_outputs": []}
+    # After the first pass: the same outputs, frames tracked and directions.
+    tracked, sam2_tracked = ours.states["tracked"], theirs.states["tracked"]
+    assert tracked["outputs"] == sam2_tracked["outputs"]
+    assert tracked["tracked"] == sam2_tracked["tracked"] == {
+        0: {t: {"reverse": False} for t in range(NUM_FRAMES)}}
+    assert tracked["temp"] == sam2_tracked["temp"]
+    # After the correction on tracked frame 2: SAM 2 files it with the propagated outputs
+    # (and the next pass recomputes it: sam2 issues #546, #719); here it is a prompted
+    # frame, kept. Object 2 (boxed on frame 3): SAM 2 tracks it on frames 0-2 from frame 3's
+    # memory during the forward pass; here those frames wait for a backward pass.
+    corrected, sam2_corrected = ours.states["corrected"], theirs.states["corrected"]
+    assert list(sam2_corrected["outputs"][0]["cond_frame_outputs"]) == [0]
+    assert list(corrected["outputs"][0]["cond_frame_outputs"]) == [0, 2]
+    assert corrected["tracked"][0] == sam2_corrected["tracked"][0]
+    assert list(corrected["tracked"][1]) == [3, 4]
+    assert list(sam2_corrected["tracked"][1]) == list(range(NUM_FRAMES))
+
+
+def test_images_equal_sam2s_loader(video_dir: Path) -> None:
+    misc = _sam2_module("sam2.utils.misc")
+    from tests.vos.sam2_scenes import crossing_scene
+    from tests.vos.synthetic import FakeSegmenter
+
+    images, height, width = misc.load_video_frames(
+        str(video_dir), image_size=1024, offload_video_to_cpu=True,
+        compute_device=torch.device("cpu"))
+    predictor = VideoPredictor(FakeSegmenter(crossing_scene()))
+    state = predictor.init_state(video_dir)
+    assert (state["video_height"], state["video_width"]) == (height, width)
+    assert len(state["images"]) == len(images)
+    for t in range(len(images)):
+        ours = state["images"][t]
+        assert ours.shape == images[t].shape and ours.dtype == images[t].dtype
+        # The same resize and normalisation; JPEG decoders (OpenCV's here, PIL's there) may
+        # round a pixel differently: at most 2 grey levels (measured: equal).
+        difference = (ours - images[t]).abs()
+        assert float(difference.max()) <= 2 / 255 / 0.224 and float(difference.mean()) < 1e-3
+
+
+def test_non_overlapping_constraint_equals_sam2s() -> None:
+    sam2_base = _sam2_module("sam2.modeling.sam2_base")
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(4, 1, 30, 40, generator=generator) * 20
+    scores[2] = NO_OBJ_SCORE  # an absent object
+    scores[3, 0, :5] = scores[0, 0, :5]  # ties: the first object keeps the pixel
+    theirs = sam2_base.SAM2Base._apply_non_overlapping_constraints(object(), scores.clone())
+    ours = VideoPredictor._apply_non_overlapping_constraints(object(), scores.clone())  # type: ignore[arg-type]
+    assert torch.equal(ours, theirs)
+    one = scores[:1]
+    assert torch.equal(VideoPredictor._apply_non_overlapping_constraints(object(), one), one)  # type: ignore[arg-type]
+
+
+SAM2_HELPERS = ("_apply_non_overlapping_constraints", "_get_orig_video_res_output",
+                "_obj_id_to_idx", "_obj_idx_to_id", "_get_obj_num")
+
+
+@pytest.mark.parametrize("name", SAM2_HELPERS)
+def test_helpers_signatures_match_sam2(sam2_predictor_class: type, name: str) -> None:
+    assert _parameters(getattr(VideoPredictor, name)) == _parameters(
+        getattr(sam2_predictor_class, name))
+
+
+def test_module_and_settings_match_sam2(sam2_predictor_class: type) -> None:
+    # Both are torch modules; SAM 2's settings are constructor arguments there, attributes
+    # (mapped or fixed) here.
+    assert issubclass(sam2_predictor_class, torch.nn.Module)
+    assert issubclass(VideoPredictor, torch.nn.Module)
+    defaults = {name: p.default for name, p in
+                inspect.signature(sam2_predictor_class.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    for name in ("fill_hole_area", "non_overlap_masks", "clear_non_cond_mem_around_input",
+                 "add_all_frames_to_correct_as_cond"):
+        assert name in defaults, name
+        assert isinstance(inspect.getattr_static(VideoPredictor, name), property), name
+    # Our defaults: no hole filling as SAM 2 (apply_postprocessing sets 8 in both
+    # factories), masks without overlaps (SAM 2's default lets them overlap), corrected
+    # frames kept (SAM 2's option, off there).
+    assert defaults["fill_hole_area"] == 0 and defaults["non_overlap_masks"] is False
+    assert defaults["add_all_frames_to_correct_as_cond"] is False
