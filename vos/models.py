@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from repvit_sam import Sam, sam_model_registry
 from repvit_sam.build import file_sha256, resolve_device
 from repvit_sam.runtime import build_segmenter as build_runtime_segmenter

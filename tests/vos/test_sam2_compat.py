@@ -22,8 +22,15 @@ from PIL import Image
 
 from repvit_sam import SamPredictor, build_repvit_sam
 from repvit_sam.build import resolve_device
-from tests.vos.sam2_scenes import HW, NUM_FRAMES, box_of, crossing_scene, fake_predictor, iou, \
-    write_frames
+from tests.vos.sam2_scenes import (
+    HW,
+    NUM_FRAMES,
+    box_of,
+    crossing_scene,
+    fake_predictor,
+    iou,
+    write_frames,
+)
 from vos.config import ConfigError, RunConfig, load_config
 from vos.models import ModelError, check_device
 from vos.types import PromptError
@@ -90,7 +97,7 @@ def test_sam2_keys_are_read_only_and_other_keys_are_free(scene_folder) -> None:
         lambda: state["obj_idx_to_id"].clear(),
     ]
     for call in refused:
-        with pytest.raises(TypeError, match="SAM 2|read-only|reset_state|cannot be"):
+        with pytest.raises(TypeError, match=r"SAM 2|read-only|reset_state|cannot be"):
             call()
     assert state["obj_ids"] == [7] and list(state) == list(SAM2_KEYS)
     # A caller's own keys: stored, changed and deleted like a dict's; the predictor ignores
@@ -494,7 +501,7 @@ def test_device_errors_name_no_command_line_flag(monkeypatch) -> None:
     with pytest.raises(ValueError, match=r"this machine has 1 CUDA device\(s\), cuda:0 to cuda:0"):
         resolve_device("cuda:1")
     for device in ("cuda:1", "tpu", "gpu0"):
-        with pytest.raises(ModelError, match="model.device=") as info:
+        with pytest.raises(ModelError, match=r"model\.device=") as info:
             check_device(device)
         assert "--" not in str(info.value)
 

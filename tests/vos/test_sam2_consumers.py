@@ -32,8 +32,15 @@ import pycocotools.mask as mask_utils
 import pytest
 import torch
 
-from tests.vos.sam2_scenes import NUM_FRAMES, box_of, crossing_scene, fake_predictor, iou, \
-    write_davis_root, write_frames
+from tests.vos.sam2_scenes import (
+    NUM_FRAMES,
+    box_of,
+    crossing_scene,
+    fake_predictor,
+    iou,
+    write_davis_root,
+    write_frames,
+)
 from tests.vos.synthetic import FakeSegmenter, Scene
 from vos.config import RunConfig
 from vos.eval.davis import evaluate_results

@@ -192,7 +192,7 @@ def build_sam2_video_predictor(
                          f"({', '.join(sorted(sam_model_registry))}) or a YAML config file")
     settings = resolve_overrides(base, overrides)
     cfg = settings.cfg
-    no_effect = settings.no_effect + [f"{name}=" for name in sorted(kwargs)]
+    no_effect = settings.no_effect + [f"{name} (keyword argument)" for name in sorted(kwargs)]
     if no_effect:
         logger.info("SAM 2 settings without effect here: %s", ", ".join(no_effect))
     checkpoint = ckpt_path or cfg.model.checkpoint or os.environ.get(CHECKPOINT_ENV)

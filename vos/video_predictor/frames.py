@@ -125,7 +125,8 @@ class FrameImages(Sequence[torch.Tensor]):
     def dtype(self) -> torch.dtype:
         return torch.float32
 
-    @overload
+    # A slice gives a tensor, as slicing SAM 2's images tensor does (not a Sequence).
+    @overload  # type: ignore[override]
     def __getitem__(self, index: int) -> torch.Tensor: ...
 
     @overload

@@ -405,8 +405,10 @@ class VideoPredictor(nn.Module):
             if corners.size != 4:
                 raise PromptError(f"box: expected 4 numbers x0, y0, x1, y1, got shape "
                                   f"{corners.shape}")
-            box_xyxy = self._points_in_pixels(state, corners.reshape(2, 2), None,
-                                              normalize_coords, what="box")[0].reshape(4)
+            corner_xy, _ = self._points_in_pixels(state, corners.reshape(2, 2), None,
+                                                  normalize_coords, what="box")
+            assert corner_xy is not None
+            box_xyxy = corner_xy.reshape(4)
         old = state.prompts.get(frame_idx, {}).get(obj_id)
         if not clear_old_points and old is not None and old.mask is None:
             if old.points_xy is not None and points_xy is not None:

@@ -206,8 +206,8 @@ class InferenceState(dict):  # type: ignore[type-arg]
                              (3, 1024, 1024) float32 normalised input, made when read
     device                   the model's device at ``init_state`` (outputs go there)
     storage_device           ``cpu``: kept states live in CPU memory or on disk
-    offload_video_to_cpu,    the flags given to ``init_state`` (recorded, no effect:
-    offload_state_to_cpu     frames and states stay on the CPU anyway)
+    offload_video_to_cpu,    the flags given to ``init_state`` (the first puts ``images``
+    offload_state_to_cpu     on the CPU; states stay on the CPU anyway)
     obj_ids                  ``list`` of obj_ids in order of addition (obj_idx = position)
     obj_id_to_idx,           ``dict``\\ s between obj_id and obj_idx
     obj_idx_to_id
@@ -232,10 +232,11 @@ class InferenceState(dict):  # type: ignore[type-arg]
     constants                a plain ``dict`` the predictor never reads (writable)
     ======================== ============================================================
 
-    The per-object and per-frame views are read-only ``Mapping``\\ s computed when read
-    (``obj_ids`` is a ``list`` and the id maps ``dict``\\ s, kept current in place, as SAM 2
-    replaces them); a view read before a change shows the change. SAM 2's keys cannot be
-    assigned or deleted (``TypeError``; change the session with the predictor's methods).
+    The per-object and per-frame views are read-only ``Mapping``\\ s computed when read.
+    ``obj_ids`` is a ``list`` and the id maps ``dict``\\ s, read-only too, updated in place
+    when objects change (SAM 2 replaces them): a view held from before a change shows it.
+    SAM 2's keys cannot be assigned or deleted (``TypeError``; change the session with the
+    predictor's methods).
     Other keys may be added, changed and deleted freely: the predictor ignores them, as
     SAM 2 ignores a key it does not know. The state cannot be pickled or copied (it holds
     an open video); ``dict(state)`` gives a plain dict of the same views.
@@ -246,7 +247,9 @@ class InferenceState(dict):  # type: ignore[type-arg]
         num_frames, video_height, video_width: the video's size.
         states: per-frame tracker states (key ``"<direction>:<frame_idx>"``).
         device: the model's device at ``init_state``.
-        obj_ids: user object ids, in the order they were added (obj_idx = position).
+        obj_ids: user object ids, in the order they were added (obj_idx = position); the
+            predictor's own list (SAM 2's ``obj_ids`` key is a read-only copy of it, brought
+            up to date by :meth:`sync`).
         track_ids: user obj_id -> the tracker's id (1, 2, ... in order of addition).
         prompts: frame_idx -> obj_id -> the prompts given there.
         prompted: frame_idx -> obj_id -> the decoded prompted result (a tracker Track).
