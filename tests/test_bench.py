@@ -293,3 +293,93 @@ def test_annotator_section_on_synthetic_frames() -> None:
     check_targets(report, "openvino")
     assert any(t["target"].startswith("annotator RSS growth") for t in report.targets)
     assert "## Web annotator" in render_markdown(report)
+
+
+# ---------------------------------------------------------------------------- live (issue 29)
+def _davis_layout(root: Path, frames: list[np.ndarray], masks: np.ndarray, name: str) -> None:
+    """One sequence in the DAVIS layout the live carry rows read."""
+    import cv2
+
+    from vos.io.davis_png import write_palette_png
+
+    for sub in ("JPEGImages", "Annotations"):
+        (root / sub / "480p" / name).mkdir(parents=True, exist_ok=True)
+    for t, (frame, mask) in enumerate(zip(frames, masks, strict=True)):
+        cv2.imwrite(str(root / "JPEGImages" / "480p" / name / f"{t:05d}.jpg"),
+                    cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 98])
+        write_palette_png(root / "Annotations" / "480p" / name / f"{t:05d}.png",
+                          mask.astype(np.uint8))
+    (root / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text(f"{name}\n")
+
+
+def test_live_section_on_a_fake_model_and_a_generated_sequence(tmp_path: Path) -> None:
+    """The live rows from LiveApp paced as a camera, the carry rows from a generated DAVIS
+    sequence with known motion, and the issue's targets read from them."""
+    from tests.vos.synthetic import FakeSegmenter, SceneObject, render
+    from tests.vos.test_live import textured_scene
+    from vos.bench.live import carry_quality, measure_live, parse_size, ping_pong
+    from vos.bench.report import Report, check_targets, render_markdown
+
+    assert parse_size("640x480") == (480, 640)
+    with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+        parse_size("640-480")
+    assert [int(f[0, 0, 0]) for f in ping_pong([np.full((2, 2, 3), i, np.uint8)
+                                                for i in range(3)], 7)] == [0, 1, 2, 1, 0, 1, 2]
+
+    scene = render([SceneObject(((0, 30, 40), (19, 90, 50)), (20, 16))], 20, (96, 128))
+    row = measure_live(FakeSegmenter(scene), ping_pong(scene.frames, 30),
+                       np.array([18, 30, 42, 50], np.float32), fps=30.0)
+    assert row["frames_captured"] == 30
+    assert row["frames_shown"] + row["dropped"] == 30
+    assert 0.0 <= row["carried_share"] <= 1.0 and row["masked_share"] == 1.0
+    assert row["latency_p50_ms"] <= row["latency_p95_ms"]
+
+    frames, truth = textured_scene(8, (2.5, 1.5))
+    _davis_layout(tmp_path / "davis", frames, truth, "disk")
+    rows, carry_ms = carry_quality(tmp_path / "davis", (1, 2, 5))
+    assert [(r["k"], r["pairs"]) for r in rows] == [(1, 7), (2, 6), (5, 3)]
+    assert all(r["carried_J"] > r["held_J"] + 0.1 for r in rows) and carry_ms > 0
+    assert rows[0]["gain"] == pytest.approx(rows[0]["carried_J"] - rows[0]["held_J"], abs=2e-3)
+
+    report = Report(live=[{**row, "camera": "640x480 @ 30", "mode": "exact", "model_fps": 2.0,
+                           "display_fps": 29.0, "latency_p95_ms": 640.0}],
+                    live_carry=[{"data": "disk", **r} for r in rows])
+    check_targets(report, "openvino")
+    targets = {t["target"]: t for t in report.targets}
+    # Exact mode's latency goal is 150 ms plus one model frame (500 ms at 2 frames/s).
+    exact = next(t for name, t in targets.items() if name.startswith("live 640x480 latency"))
+    assert exact["goal"] == "<= 650" and exact["met"] is True
+    assert targets["live 640x480 display frames/s (exact)"]["met"] is True
+    assert targets["live carried J - held J at k=2"]["met"] is True
+    markdown = render_markdown(report)
+    assert "## Live at camera rate" in markdown and "## Carried against held masks" in markdown
+
+
+@pytest.mark.parametrize("flags", [["--live-sizes", "640"], ["--live-modes", "size9+nope"],
+                                   ["--live-ks", "0,2"], ["--live-seconds", "0"]])
+def test_live_flags_are_checked_before_anything_runs(flags: list[str], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_cli.main(["--quick", "--only", "live", *flags, "--output", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"vos.bench: {flags[0]}") and out.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_live_section_end_to_end(tmp_path: Path, data_dir: Path) -> None:
+    """``--only live`` on the real model (synthetic weights), short: both tables, the targets."""
+    out = tmp_path / "bench"
+    assert bench_cli.main(["--only", "live", "--backend", "torch", "--threads", "2",
+                           "--live-sizes", "320x240", "--live-modes", "size256+nopad",
+                           "--live-seconds", "2", "--live-ks", "2", "--video",
+                           str(data_dir / "videos" / "blackswan.mp4"),
+                           "--output", str(out)]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    (row,) = report["live"]
+    assert row["camera"] == "320x240 @ 30" and row["mode"] == "size256+nopad"
+    assert row["frames_shown"] > 0 and row["model_alone_ms"] > 0
+    (carry,) = report["live_carry"]
+    # The issue's own measurement of this flow on these frames: 0.735 carried, 0.635 held.
+    assert carry["k"] == 2 and carry["pairs"] == 270
+    assert carry["carried_J"] == pytest.approx(0.735, abs=0.02)
+    assert carry["held_J"] == pytest.approx(0.636, abs=1e-3)

@@ -29,6 +29,7 @@ from vos.bench.annotator import bench_annotator
 from vos.bench.decoders import bench_decoders
 from vos.bench.encoders import bench_encoders, encoder_configs, encoder_shapes
 from vos.bench.inputs import default_boxes, fill_synthetic_weights, load_frames
+from vos.bench.live import DEFAULT_KS, bench_live, default_modes, parse_size
 from vos.bench.loop import bench_loop
 from vos.bench.malloc import compare_malloc
 from vos.bench.objects import bench_objects, bench_uvo
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "section, --only objects), e.g. 1,8,32,100,254")
     parser.add_argument("--only", default="",
                         help="run only these sections: encoder, decoder, loop, objects, uvo, amg, "
-                             "predictor (comma-separated; default: encoder, decoder and loop)")
+                             "predictor, live, annotator (comma-separated; default: encoder, "
+                             "decoder and loop)")
     parser.add_argument("--amg-points", type=int, default=32,
                         help="points per side of the --only amg comparison (default 32: SAM's)")
     parser.add_argument("--objects-frames", type=int, default=4,
@@ -119,6 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sam2-frames", default="100,200,400",
                         help="--only predictor: frame counts of SAM 2's init_state runs "
                              "('' skips them)")
+    parser.add_argument("--live-sizes", default="640x480,1280x720",
+                        help="--only live: camera sizes WIDTHxHEIGHT the video is played at")
+    parser.add_argument("--live-modes", default=default_modes(),
+                        help="--only live: fast modes of the live runs, side by side "
+                             "(default: exact and the fast mode of configs/webcam.yaml, "
+                             f"{default_modes()})")
+    parser.add_argument("--live-seconds", type=float, default=20.0,
+                        help="--only live: seconds of camera per run (the video is played "
+                             "back and forth to that length)")
+    parser.add_argument("--live-fps", type=float, default=30.0,
+                        help="--only live: the camera's frame rate")
+    parser.add_argument("--live-ks", default=",".join(str(k) for k in DEFAULT_KS),
+                        help="--only live: distances from the keyframe of the carried-vs-held "
+                             "J rows (DAVIS frames with ground truth, ../shared/data/davis-mini)")
     parser.add_argument("--video", default=None,
                         help="video or frame folder (default: ../shared/data/videos/blackswan.mp4"
                              " when present, else synthetic frames)")
@@ -219,6 +235,7 @@ def plan_run(args: argparse.Namespace) -> BenchPlan:
             FastMode.parse(text)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _check_live_flags(args)
     unknown_precisions = set(_csv(args.precisions)) - {"f32", "bf16"}
     if unknown_precisions:
         raise UsageError(f"--precisions: expected f32 and/or bf16, got {sorted(unknown_precisions)}")
@@ -237,6 +254,30 @@ def plan_run(args: argparse.Namespace) -> BenchPlan:
         io=IOConfig(save_png="png" in sinks, save_json="json" in sinks,
                     save_video="video" in sinks),
     )
+
+
+def _check_live_flags(args: argparse.Namespace) -> None:
+    """The ``--live-*`` flags, checked before anything runs.
+
+    Raises:
+        UsageError: a bad size, fast mode, distance, length or rate.
+    """
+    try:
+        for text in _csv(args.live_sizes):
+            parse_size(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        for text in _csv(args.live_modes):
+            FastMode.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"--live-modes: {exc}") from None
+    ks = _csv(args.live_ks)
+    if not ks or not all(k.isdigit() and int(k) >= 1 for k in ks):
+        raise UsageError(f"--live-ks {args.live_ks!r}: expected distances >= 1, e.g. 1,2,3,5")
+    if not args.live_seconds > 0 or not args.live_fps > 0:
+        raise UsageError(f"--live-seconds {args.live_seconds:g} / --live-fps {args.live_fps:g}:"
+                         " expected both > 0")
 
 
 def start_report(
@@ -411,6 +452,14 @@ def main(argv: list[str] | None = None) -> int:
                         sam2_frames=[int(n) for n in _csv(args.sam2_frames)],
                         backend="auto" if args.backend == "all" else plan.default_backend,
                         threads=args.threads)
+    if "live" in only:
+        bench_live(report, video=plan.video, checkpoint=plan.checkpoints.get("repvit"),
+                   box_xyxy=args.box[0] if args.box else None,
+                   sizes=[parse_size(t) for t in _csv(args.live_sizes)],
+                   modes=_csv(args.live_modes), seconds=args.live_seconds, fps=args.live_fps,
+                   backend="auto" if args.backend == "all" else plan.default_backend,
+                   threads=args.threads, davis_root=DEFAULT_DATA / "davis-mini",
+                   ks=[int(k) for k in _csv(args.live_ks)])
     check_targets(report, plan.default_backend)
     md_path, json_path = write_report(report, Path(args.output))
     print(render_markdown(report))
