@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from vos.io.sinks import draw_overlay
+from vos.io.sinks import object_color
 from vos.types import FrameResult, Prompt
 
 __all__ = [
@@ -250,13 +250,9 @@ def render_view(
     Returns:
         (H, W, 3) uint8 RGB.
     """
+    view = frame.copy()
     if result is not None and len(result):
-        index = result.to_index_mask("lower_id_wins")
-        labels = {int(i): f"{int(i)} {s:.2f}" for i, s in zip(result.obj_ids, result.scores,
-                                                                  strict=True)}
-        view = draw_overlay(frame, index, labels=labels)
-    else:
-        view = frame.copy()
+        _draw_objects(view, result)
     if drag_box is not None:
         x0, y0, x1, y1 = (int(v) for v in drag_box)
         cv2.rectangle(view, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 0), 1, cv2.LINE_AA)
@@ -270,6 +266,36 @@ def render_view(
     if banner:
         _draw_banner(view, banner.split("\n"))
     return view
+
+
+def _draw_objects(view: np.ndarray, result: FrameResult, alpha: float = 0.5) -> None:
+    """Each object's colour, outline, id and score, drawn inside its own box (in place).
+
+    The window draws every camera frame, so the cost follows the objects' size, not the
+    frame's (the recorder's full-frame :func:`~vos.io.sinks.draw_overlay` took 11.5 ms a
+    frame at 1280x720 here, this ~1 ms for one object). The lower id is drawn last, on top,
+    as in the recorded PNGs (``lower_id_wins``); colours are the PNG palette's.
+    """
+    scale = max(view.shape[0] / 720.0, 0.4)
+    order = np.argsort(-result.obj_ids, kind="stable")
+    for i in order:
+        x0, y0, x1, y1 = (int(v) for v in result.boxes_xyxy[i])
+        if x1 <= x0 or y1 <= y0:
+            continue
+        mask = result.masks[i, y0:y1, x0:x1].astype(np.uint8)
+        colour = object_color(int(result.obj_ids[i]))
+        region = view[y0:y1, x0:x1]
+        tinted = cv2.addWeighted(region, 1 - alpha, np.full_like(region, colour), alpha, 0.0)
+        cv2.copyTo(tinted, mask, region)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=(x0, y0))
+        cv2.drawContours(view, contours, -1, colour, max(1, round(2 * scale)))
+        text = f"{int(result.obj_ids[i])} {float(result.scores[i]):.2f}"
+        org = (x0, max(y0 - 4, 12))
+        for shade, width in (((255, 255, 255), max(1, round(3 * scale))),
+                             (colour, max(1, round(scale)))):
+            cv2.putText(view, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, shade, width,
+                        cv2.LINE_AA)
 
 
 def _draw_banner(view: np.ndarray, lines: Sequence[str]) -> None:
