@@ -169,10 +169,13 @@ class _PerObject(_View):
 
 
 class _PerFrame(_View):
-    """frame_idx -> a value, over the frames ``frames()`` lists (sorted)."""
+    """frame_idx -> a value: the frames ``frames()`` lists (sorted), ``has(t)`` tells one
+    frame without listing them all, ``value(t)`` is made when read."""
 
-    def __init__(self, frames: Callable[[], list[int]], value: Callable[[int], Any]) -> None:
+    def __init__(self, frames: Callable[[], list[int]], has: Callable[[int], bool],
+                 value: Callable[[int], Any]) -> None:
         self._frames = frames
+        self._has = has
         self._value = value
 
     def __len__(self) -> int:
@@ -182,12 +185,14 @@ class _PerFrame(_View):
         return iter(self._frames())
 
     def __contains__(self, frame_idx: object) -> bool:
-        return frame_idx in self._frames()
+        if isinstance(frame_idx, bool) or not isinstance(frame_idx, int | np.integer):
+            return False
+        return self._has(int(frame_idx))
 
     def __getitem__(self, frame_idx: Any) -> Any:
-        if frame_idx not in self._frames():
+        if frame_idx not in self:
             raise KeyError(frame_idx)
-        return self._value(frame_idx)
+        return self._value(int(frame_idx))
 
 
 # ---------------------------------------------------------------------- the state
@@ -295,7 +300,10 @@ class InferenceState(dict):  # type: ignore[type-arg]
             "storage_device": torch.device("cpu"),
             "point_inputs_per_obj": _PerObject(self, self._point_inputs),
             "mask_inputs_per_obj": _PerObject(self, self._mask_inputs),
-            "cached_features": _PerFrame(self._cached_frames, self._cached_features),
+            "cached_features": _PerFrame(
+                self._cached_frames,
+                lambda t: t in self.visited and self.owner._has_embedding(self, t),
+                self._cached_features),
             "constants": {},
             "obj_id_to_idx": self._id_to_idx,
             "obj_idx_to_id": self._idx_to_id,
@@ -303,8 +311,10 @@ class InferenceState(dict):  # type: ignore[type-arg]
             "output_dict_per_obj": _PerObject(self, self._output_dict),
             "temp_output_dict_per_obj": _PerObject(self, self._temp_output_dict),
             "frames_tracked_per_obj": _PerObject(self, self._frames_tracked),
-            "frames_already_tracked": _PerFrame(lambda: sorted(self._tracked_any()),
-                                                lambda t: {"reverse": self._tracked_any()[t]}),
+            "frames_already_tracked": _PerFrame(
+                lambda: sorted(self._tracked_any()),
+                lambda t: self._reverse_at(t) is not None,
+                lambda t: {"reverse": self._reverse_at(t)}),
         }
         assert tuple(views) == SAM2_KEYS
         dict.update(self, views)
@@ -460,14 +470,15 @@ class InferenceState(dict):  # type: ignore[type-arg]
                 f"{self.video_width}x{self.video_height}, obj_ids={list(self.obj_ids)})")
 
     # ------------------------------------------------------------------ view values
-    def _frames_with(self, obj_id: Any, kind: str) -> list[int]:
-        """Frames where ``obj_id`` has a prompt of ``kind`` ("mask" or "points")."""
-        out = []
-        for t, objs in self.prompts.items():
-            prompts = objs.get(obj_id)
-            if prompts is not None and (prompts.mask is not None) == (kind == "mask"):
-                out.append(t)
-        return sorted(out)
+    def _has_prompt(self, obj_id: Any, kind: str, frame_idx: int) -> bool:
+        """Whether ``obj_id`` has a prompt of ``kind`` ("mask" or "points") on a frame."""
+        prompts = self.prompts.get(frame_idx, {}).get(obj_id)
+        return prompts is not None and (prompts.mask is not None) == (kind == "mask")
+
+    def _prompt_view(self, obj_id: Any, kind: str, value: Callable[[int], Any]) -> _PerFrame:
+        return _PerFrame(lambda: sorted(t for t in self.prompts
+                                        if self._has_prompt(obj_id, kind, t)),
+                         lambda t: self._has_prompt(obj_id, kind, t), value)
 
     def _point_inputs(self, obj_id: Any) -> _PerFrame:
         def value(t: int) -> dict[str, torch.Tensor]:
@@ -486,7 +497,7 @@ class InferenceState(dict):  # type: ignore[type-arg]
                     "point_labels": torch.tensor(np.concatenate(labels)[None],
                                                  dtype=torch.int32, device=self.device)}
 
-        return _PerFrame(lambda: self._frames_with(obj_id, "points"), value)
+        return self._prompt_view(obj_id, "points", value)
 
     def _mask_inputs(self, obj_id: Any) -> _PerFrame:
         def value(t: int) -> torch.Tensor:
@@ -497,15 +508,14 @@ class InferenceState(dict):  # type: ignore[type-arg]
                                     align_corners=False, antialias=True)
             return (resized >= 0.5).float().to(self.device)
 
-        return _PerFrame(lambda: self._frames_with(obj_id, "mask"), value)
+        return self._prompt_view(obj_id, "mask", value)
 
     def _output_dict(self, obj_id: Any) -> LiveDict:
-        def prompted_frames() -> list[int]:
-            return sorted(t for t, objs in self.prompted.items() if obj_id in objs)
+        def prompted(t: int) -> bool:
+            return obj_id in self.prompted.get(t, {})
 
-        def tracked_frames() -> list[int]:
-            prompted = set(prompted_frames())
-            return [t for t in self.tracked_frames(obj_id) if t not in prompted]
+        def tracked(t: int) -> bool:
+            return not prompted(t) and self.output_direction(obj_id, t) is not None
 
         def value(t: int) -> dict[str, torch.Tensor]:
             row = self.obj_ids.index(obj_id)
@@ -520,28 +530,40 @@ class InferenceState(dict):  # type: ignore[type-arg]
                     "object_score_logits": torch.tensor([[1.0 if present else -1.0]])}
 
         out = LiveDict("output_dict_per_obj")
-        out._replace({"cond_frame_outputs": _PerFrame(prompted_frames, value),
-                      "non_cond_frame_outputs": _PerFrame(tracked_frames, value)})
+        out._replace({
+            "cond_frame_outputs": _PerFrame(
+                lambda: sorted(t for t in self.prompted if prompted(t)), prompted, value),
+            "non_cond_frame_outputs": _PerFrame(
+                lambda: [t for t in self.tracked_frames(obj_id) if not prompted(t)],
+                tracked, value)})
         return out
 
     @staticmethod
     def _temp_output_dict(obj_id: Any) -> LiveDict:
         out = LiveDict("temp_output_dict_per_obj")
-        nothing = _PerFrame(list, lambda t: None)  # no frame: the views are empty
+        nothing = _PerFrame(list, lambda t: False, lambda t: None)  # empty views
         out._replace({"cond_frame_outputs": nothing, "non_cond_frame_outputs": nothing})
         return out
 
     def _frames_tracked(self, obj_id: Any) -> _PerFrame:
         return _PerFrame(lambda: sorted(self.tracked_frames(obj_id)),
-                         lambda t: {"reverse": self.tracked_frames(obj_id)[t] == BACKWARD})
+                         lambda t: self.output_direction(obj_id, t) is not None,
+                         lambda t: {"reverse": self.output_direction(obj_id, t) == BACKWARD})
+
+    def _reverse_at(self, frame_idx: int) -> bool | None:
+        """Whether every object's output on a frame came from a backward pass (None: no
+        object's came from a pass)."""
+        directions = {self.output_direction(o, frame_idx) for o in self.obj_ids} - {None}
+        return directions == {BACKWARD} if directions else None
 
     def _tracked_any(self) -> dict[int, bool]:
         """frame_idx -> reverse, for the frames a pass gave any current object."""
-        out: dict[int, bool] = {}
-        for obj_id in self.obj_ids:
-            for t, direction in self.tracked_frames(obj_id).items():
-                # reverse only where every object's output there came from a backward pass
-                out[t] = out.get(t, True) and direction == BACKWARD
+        frames = sorted(set().union(*(r.frames for r in self.passes.values())))
+        out = {}
+        for t in frames:
+            reverse = self._reverse_at(t)
+            if reverse is not None:
+                out[t] = reverse
         return out
 
     def _cached_frames(self) -> list[int]:
