@@ -511,7 +511,8 @@ def test_object_at_prefers_the_mask_then_the_nearest_grown_box() -> None:
     assert object_at(None, 20, 20) is None
 
 
-def test_clicks_correct_the_object_clicked_and_add_one_elsewhere(tmp_path: Path) -> None:
+def test_clicks_correct_the_object_clicked_and_add_one_elsewhere(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Inline (no carrying): a click on the square corrects it, ctrl+click takes a region
     away, a click on another blob adds an object; the HUD says where the masks come from."""
     frames = []
@@ -532,20 +533,13 @@ def test_clicks_correct_the_object_clicked_and_add_one_elsewhere(tmp_path: Path)
     session.correct = lambda c: (corrections.append(c), correct(c))[1]
     info = SourceInfo("memory", (H, W), len(frames), FPS)
     banners: list[str] = []
+    original = live.app.render_view
+    monkeypatch.setattr(live.app, "render_view",
+                        lambda *a, **k: (banners.append(k["banner"]), original(*a, **k))[1])
     with FrameGrabber(frames, info=info, drop_stale=False) as camera:
         app = LiveApp(camera, session, window=window, init_prompts=[Prompt(box_xyxy=start_box())])
         window.drawer = app.drawer
-        render_view = live.app.render_view
-
-        def spy(*args, **kwargs):
-            banners.append(kwargs["banner"])
-            return render_view(*args, **kwargs)
-
-        live.app.render_view = spy
-        try:
-            app.run()
-        finally:
-            live.app.render_view = render_view
+        app.run()
     assert [(c.obj_id, c.label) for c in corrections] == [(1, 1), (1, 0)]
     assert corrections[0].point_xy == (float(x), 48.0)
     assert sorted(session.tracker.tracks) == [1, 2]
@@ -553,28 +547,86 @@ def test_clicks_correct_the_object_clicked_and_add_one_elsewhere(tmp_path: Path)
     assert any("masks from the model" in b for b in banners)
 
 
-def test_the_hud_says_when_masks_are_carried() -> None:
-    frames = [render(t) for t in range(20)]
+def test_interactions_while_carrying_apply_on_the_frame_they_were_drawn_on() -> None:
+    """With the model on its thread, a click and a box drawn on a carried frame reach the
+    tracker on that very frame (it becomes a keyframe), not on the model's current one."""
+    frames = []
+    for t in range(24):
+        frame = render(t)
+        frame[5:15, 100:110] = 230  # a second blob, for the box
+        frames.append(frame)
+    clicked: list[int] = []
     window = ScriptedWindow({})
-    app, views, _ = live_run(frames, encode_s=0.2, window=window)
-    assert any(v.source == "carried" for v in views)
-    banners = []
-    for view in views:
-        if view.source == "carried":
-            app.view = view
-            banners.append(app._render())
-    assert banners  # the rendered views of carried frames (checked through the text below)
-    view = next(v for v in views if v.source == "carried")
-    app.view = view
-    captured: list[str] = []
+    app_box: list = []
+
+    def at_show() -> list:
+        view = app_box[0].view
+        if view is None or view.source != "carried" or clicked:
+            return []
+        x0, y0, x1, y1 = (int(v) for v in view.result.boxes_xyxy[0])
+        clicked.append(view.captured.index)
+        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+        return [(cv2.EVENT_LBUTTONDOWN, cx, cy, 0), (cv2.EVENT_LBUTTONUP, cx, cy, 0),
+                (cv2.EVENT_LBUTTONDOWN, 98, 3, 0), (cv2.EVENT_MOUSEMOVE, 104, 9, 1),
+                (cv2.EVENT_LBUTTONUP, 111, 16, 0)]
+
+    window.script = _Dynamic(at_show)
+    applied: list[tuple[str, int]] = []
+    session = LiveSession(BrightSegmenter(encode_s=0.15))
+    correct, add = session.correct, session.add_object
+    session.correct = lambda c: (applied.append(("click", session.frame.index)), correct(c))[1]
+    session.add_object = lambda p: (applied.append(("box", session.frame.index)), add(p))[1]
+    process = session.process
+
+    def spy(captured, prompts=(), corrections=()):
+        for _ in corrections:
+            applied.append(("click", captured.index))
+        for _ in prompts:
+            applied.append(("box", captured.index))
+        return process(captured, prompts, corrections)
+
+    session.process = spy
+    info = SourceInfo("memory", (H, W), len(frames), FPS)
+    camera = FrameGrabber(frames, info=info, pace_fps=FPS)
+    app = LiveApp(camera, session, window=window, carrier=MaskCarrier(),
+                  init_prompts=[Prompt(box_xyxy=start_box())])
+    app_box.append(app)
+    window.drawer = app.drawer
+    with camera:
+        app.run()
+    assert clicked, "no carried frame was shown"
+    drawn = clicked[0]
+    assert ("click", drawn) in applied and ("box", drawn) in applied, (drawn, applied)
+    assert sorted(session.tracker.tracks) == [1, 2]
+
+
+class _Dynamic(dict):
+    """A ScriptedWindow script computed at each show() from the app's state."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def get(self, key, default=None):
+        return self.fn() or default
+
+
+def test_the_hud_says_when_masks_are_carried(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = [render(t) for t in range(20)]
+    app, views, _ = live_run(frames, encode_s=0.2, window=ScriptedWindow({}))
+    banners: list[str] = []
     original = live.app.render_view
-    live.app.render_view = lambda *a, **k: (captured.append(k["banner"]), original(*a, **k))[1]
-    try:
+    monkeypatch.setattr(live.app, "render_view",
+                        lambda *a, **k: (banners.append(k["banner"]), original(*a, **k))[1])
+    carried = [v for v in views if v.source == "carried"]
+    assert carried
+    for view in carried[:3]:
+        app.view = view
         app._render()
-    finally:
-        live.app.render_view = original
-    distance = view.captured.index - view.keyframe.index
-    assert f"masks carried +{distance} frames" in captured[0]
+        distance = view.captured.index - view.keyframe.index
+        assert f"masks carried +{distance} frames from the model's frame " \
+               f"{view.keyframe.index}" in banners[-1]
+        assert "display" in banners[-1] and "model" in banners[-1] and "latency" in banners[-1]
 
 
 # ---------------------------------------------------------------------------- window loop
