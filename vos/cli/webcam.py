@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o",
                         help="results folder (default: outputs/webcam/<date-time>)")
     parser.add_argument("--record", action="store_true",
-                        help="write every processed frame's masks and the overlay mp4 "
+                        help="write every shown frame's masks and the overlay mp4 "
                              "(implied by --no-window, which follows io.save_*)")
     parser.add_argument("--max-frames", type=int, help="stop after N shown frames")
     parser.add_argument("--init-box", action="append", default=[], metavar="X0,Y0,X1,Y1",

@@ -291,7 +291,9 @@ def _draw_objects(view: np.ndarray, result: FrameResult, alpha: float = 0.5) -> 
                                        offset=(x0, y0))
         cv2.drawContours(view, contours, -1, colour, max(1, round(2 * scale)))
         text = f"{int(result.obj_ids[i])} {float(result.scores[i]):.2f}"
-        org = (x0, max(y0 - 4, 12))
+        # Above the object's topmost pixel (a box corner may lie far from the object).
+        top = int(np.argmax(mask.any(1)))
+        org = (x0 + int(np.argmax(mask[top])), max(y0 - 4, 12))
         for shade, width in (((255, 255, 255), max(1, round(3 * scale))),
                              (colour, max(1, round(scale)))):
             cv2.putText(view, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, shade, width,
