@@ -460,5 +460,5 @@ def test_build_without_a_checkpoint_says_how_to_get_one(monkeypatch) -> None:
     from vos import build_sam2_video_predictor
 
     monkeypatch.delenv("REPVIT_SAM_CHECKPOINT", raising=False)
-    with pytest.raises(ValueError, match="no checkpoint given: download"):
+    with pytest.raises(ValueError, match="no checkpoint given: pass ckpt_path.*repvit_sam.download"):
         build_sam2_video_predictor("repvit", None, device="cpu")

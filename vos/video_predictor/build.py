@@ -171,7 +171,13 @@ def build_sam2_video_predictor(
             checkpoint, ``mode`` other than ``"eval"``, an unusable device name.
     """
     from repvit_sam import sam_model_registry
-    from vos.models import CHECKPOINT_ENV, build_segmenter, checkpoint_digest, load_model
+    from vos.models import (
+        CHECKPOINT_ENV,
+        ModelError,
+        build_segmenter,
+        checkpoint_digest,
+        load_model,
+    )
 
     if mode != "eval":
         raise ValueError(f"mode={mode!r}: the video predictor runs in eval mode only (it "
@@ -196,6 +202,11 @@ def build_sam2_video_predictor(
     if no_effect:
         logger.info("SAM 2 settings without effect here: %s", ", ".join(no_effect))
     checkpoint = ckpt_path or cfg.model.checkpoint or os.environ.get(CHECKPOINT_ENV)
+    if checkpoint is None:
+        raise ModelError(f"no checkpoint given: pass ckpt_path (or set model.checkpoint, or "
+                         f"the {CHECKPOINT_ENV} environment variable); the official RepViT-SAM "
+                         "weights: `python -m repvit_sam.download --model repvit --dest "
+                         "weights` gives weights/repvit_sam.pt")
     model_cfg = dataclasses.replace(cfg.model, checkpoint=None if checkpoint is None
                                     else str(checkpoint), device=str(device))
     loaded = load_model(model_cfg)
