@@ -404,6 +404,9 @@ def test_every_frame_is_shown_with_masks_carried_from_the_model(tmp_path: Path) 
     assert stats.frames_shown + stats.frames_dropped == NUM_FRAMES
     assert stats.frames_carried > stats.frames_processed / 2, stats.as_dict()
     assert stats.frames_shown == stats.frames_carried + sum(v.source != "carried" for v in views)
+    assert stats.frames_before_model == sum(v.keyframe is None for v in views) >= 1
+    assert stats.frames_without_objects == sum(
+        v.keyframe is not None and not v.result.masks.any() for v in views) >= 1  # LOST
 
     gains = []
     for view in views:

@@ -219,6 +219,10 @@ class LiveApp:
         stats.frames_shown += 1
         if self.view.source == "carried":
             stats.frames_carried += 1
+        if self.view.keyframe is None:
+            stats.frames_before_model += 1
+        elif self.view.result is None or not self.view.result.masks.any():
+            stats.frames_without_objects += 1
         self._presented = False
         if self.window is None:
             self._count_presented()

@@ -49,6 +49,9 @@ class LiveStats:
         frames_shown: frames shown with masks: the keyframes and, when masks are carried,
             every frame in between.
         frames_carried: shown frames whose masks were carried from an earlier keyframe.
+        frames_before_model: shown frames before the first model result (no masks yet).
+        frames_without_objects: shown frames, after the first model result, on which no
+            object was visible (none tracked, or every one LOST or carried out of view).
         active_seconds: wall time from the first frame to the last one, pauses excluded.
         latencies_s: capture -> frame shown with its masks, per shown frame (the latest).
         model_latencies_s: capture -> model result ready, per keyframe (the latest).
@@ -63,6 +66,8 @@ class LiveStats:
         self.frames_dropped = 0
         self.frames_shown = 0
         self.frames_carried = 0
+        self.frames_before_model = 0
+        self.frames_without_objects = 0
         self.active_seconds = 0.0
         self.latencies_s: deque[float] = deque(maxlen=max_samples)
         self.model_latencies_s: deque[float] = deque(maxlen=max_samples)
@@ -98,6 +103,8 @@ class LiveStats:
             "frames_dropped": self.frames_dropped,
             "frames_shown": self.frames_shown,
             "frames_carried": self.frames_carried,
+            "frames_before_model": self.frames_before_model,
+            "frames_without_objects": self.frames_without_objects,
             "active_seconds": round(self.active_seconds, 3),
             "fps": round(self.fps, 3),
             "display_fps": round(self.display_fps, 3),
