@@ -112,6 +112,11 @@ class Session:
         self._frame_lock = threading.Lock()
         self._page_reader: FrameReader | None = None
         self._jpegs: OrderedDict[int, bytes] = OrderedDict()
+        self._read_log()
+
+    def _read_log(self) -> None:
+        """The book and the lanes as the log on disk leaves them (no model involved)."""
+        self.book = Book(self.limits.undo_depth)
         try:
             for op in self.log.read():
                 self.book.apply(op)
@@ -192,13 +197,7 @@ class Session:
         model = self._model
         self.close()
         self.read_only = None
-        self.book = Book(self.limits.undo_depth)
-        try:
-            for op in self.log.read():
-                self.book.apply(op)
-        except (ValueError, KeyError, TypeError) as exc:
-            self.read_only = f"its log is damaged ({one_line(exc)})"
-        self.results.load(set(self.book.objects))
+        self._read_log()
         self.open(*model)
 
     def apply(self, effects: list[Effect]) -> None:
@@ -285,10 +284,7 @@ class Session:
         if self._model is not None:
             model = self._model
             self.close()
-            self.book = Book(self.limits.undo_depth)
-            for op in self.log.read():
-                self.book.apply(op)
-            self.results.load(set(self.book.objects))
+            self._read_log()
             self.open(*model)
 
     @staticmethod

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vos.bench.timing import run_in_child
 
 MiB = 1 << 20
 SESSION_COUNTS = (1, 3, 20)
@@ -162,7 +163,7 @@ def measure_restore(root: Path, sid: str, owner: str, checkpoint: str, overrides
     """In a fresh interpreter: model load, store start, session open, first click answered."""
     settings = {"root": str(root), "sid": sid, "owner": owner, "checkpoint": checkpoint,
                 "overrides": overrides, "box": [float(v) for v in box]}
-    return _child("restore", settings)
+    return run_in_child(__name__, "restore", settings)
 
 
 def _restore_child(settings: dict[str, Any]) -> dict[str, Any]:
@@ -237,16 +238,6 @@ def child_main() -> None:
     print(json.dumps(result))
 
 
-def _child(task: str, settings: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", "from vos.bench.annotator import child_main; child_main()",
-         task, json.dumps(settings)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or ["?"]
-        raise RuntimeError(f"annotator {task} run failed: {tail[0]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def bench_annotator(report: Any, *, video: str | None, checkpoint: str | None,
                     box_xyxy: np.ndarray | None, clicks: int, restore_frames: list[int],
                     distinct: int, memory_frames: int, threads: int) -> None:
@@ -307,7 +298,7 @@ def bench_annotator(report: Any, *, video: str | None, checkpoint: str | None,
                 f"{timed['encodes']} frames")
         if memory_frames > 0:
             looped_folder(files[:memory_frames], memory_frames, samples / "memory")
-            measured = _child("memory", {
+            measured = run_in_child(__name__, "memory", {
                 "root": str(root / "memory"), "samples": str(samples), "name": "memory",
                 "checkpoint": checkpoint, "overrides": overrides, "box": box.tolist(),
                 "counts": list(SESSION_COUNTS)})

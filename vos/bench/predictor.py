@@ -33,7 +33,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vos.bench.timing import run_in_child
 
 MiB = 1 << 20
 LONG_MARKS = (100, 250, 500, 1000, 2000)
@@ -389,17 +390,6 @@ def child_main() -> None:
     print(json.dumps(result))
 
 
-def _child(task: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter (its RSS is its own)."""
-    done = subprocess.run(
-        [sys.executable, "-c", "from vos.bench.predictor import child_main; child_main()",
-         task, json.dumps(settings)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or ["?"]
-        raise RuntimeError(f"{task} run failed: {tail[0]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def slope_mb_per_frame(points: dict[int, float]) -> float:
     """Least-squares slope of RSS (MB) over frame count."""
     x = np.array(sorted(points), np.float64)
@@ -489,7 +479,7 @@ def bench_predictor(
         if long_frames > 0:
             folder = looped_folder(files[:long_distinct], long_frames, root / "long")
             budgets = [f"store.memory_mb={long_memory_mb:g}", "store.state_memory_mb=32"]
-            long = _child("long", {
+            long = run_in_child(__name__, "long", {
                 "folder": str(folder), "checkpoint": checkpoint, "image_hw": list(image_hw),
                 "box": box.tolist(), "fast_mode": long_mode, "backend": backend,
                 "threads": threads, "overrides": budgets,
@@ -513,7 +503,7 @@ def bench_predictor(
             else:
                 for count in sam2_frames:
                     folder = looped_folder(files[:long_distinct], count, root / f"sam2-{count}")
-                    row = _child("sam2", {"folder": str(folder), "frames": count,
+                    row = run_in_child(__name__, "sam2", {"folder": str(folder), "frames": count,
                                           "threads": threads})
                     sam2[row["frames"]] = row["rss_mb"]
                 report.notes.append(

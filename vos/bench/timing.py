@@ -8,9 +8,12 @@ encoder's GFLOPs counted on its convolutions and matrix products.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -107,3 +110,19 @@ def machine_info(threads: int, malloc: str = "system") -> dict[str, Any]:
         except ImportError:
             info[name] = None
     return info
+
+
+def run_in_child(module: str, task: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``module.child_main()`` in a fresh interpreter (its RSS is its own): it reads ``task``
+    and the JSON ``settings`` from its arguments and prints one JSON line, returned here.
+
+    Raises:
+        RuntimeError: the child failed (its last stderr line says why).
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", f"from {module} import child_main; child_main()", task,
+         json.dumps(settings)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["?"]
+        raise RuntimeError(f"{task} run failed: {tail[0]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
