@@ -824,6 +824,50 @@ def test_cli_real_model_headless(clip: Path, tmp_path: Path) -> None:
     assert len(list((out / "json").glob("*.json"))) == 2
 
 
+@pytest.mark.slow
+def test_cli_real_model_carries_masks_at_camera_rate(clip: Path, tmp_path: Path,
+                                                    random_checkpoint: Path) -> None:
+    """The default backend (model.backend=auto), configs/webcam.yaml's fast mode, the clip as
+    a camera: every shown frame written, the model's frames and carried ones among them."""
+    from vos.run import main
+
+    out = tmp_path / "carry"
+    box = ",".join(str(int(v)) for v in start_box())
+    config = Path(__file__).resolve().parents[2] / "configs" / "webcam.yaml"
+    assert main(["webcam", "--camera", str(clip), "--no-window", "--config", str(config),
+                 "--output", str(out), "--init-box", box,
+                 "--checkpoint", str(random_checkpoint)]) == 0
+    summary = json.loads((out / "live_summary.json").read_text())
+    records = [json.loads(p.read_text()) for p in sorted((out / "json").glob("*.json"))]
+    assert len(records) == summary["frames_shown"] > summary["frames_processed"] >= 1
+    model = [r["frame_idx"] for r in records if r["source"] == "model"]
+    assert len(model) == summary["frames_processed"]
+    for record in records:
+        if record["source"] == "carried":
+            assert max(k for k in model if k <= record["frame_idx"]) == record["keyframe"]
+
+
+@pytest.mark.slow
+def test_camera_predictor_on_the_real_model(clip: Path, random_checkpoint: Path) -> None:
+    """build_sam2_camera_predictor with the default backend: shapes, ids, the sign of the
+    logits equal to the tracker's masks, an object added mid-stream."""
+    from vos import build_sam2_camera_predictor
+
+    predictor = build_sam2_camera_predictor("repvit", str(random_checkpoint), device="cpu")
+    predictor.load_first_frame(render(0))
+    _, obj_ids, logits = predictor.add_new_prompt(0, obj_id=5, bbox=start_box().tolist())
+    assert obj_ids == [5] and logits.shape == (1, 1, H, W) and logits.dtype == torch.float32
+    for t in range(1, 4):
+        obj_ids, logits = predictor.track(render(t))
+        track = predictor.session.tracker.tracks[1]
+        assert obj_ids == [5]
+        np.testing.assert_array_equal((logits[0, 0] > 0).numpy(),
+                                      track.mask if track.status.value == "active"
+                                      else np.zeros((H, W), bool))
+    _, obj_ids, logits = predictor.add_new_prompt(3, obj_id=9, points=[[100, 20]], labels=[1])
+    assert obj_ids == [5, 9] and logits.shape == (2, 1, H, W)
+
+
 def test_threads_are_not_leaked() -> None:
     names = [t.name for t in threading.enumerate()]
-    assert names.count("live-capture") == 0, names
+    assert names.count("live-capture") == 0 and names.count("live-model") == 0, names
