@@ -49,7 +49,8 @@ class LiveStats:
         frames_shown: frames shown with masks: the keyframes and, when masks are carried,
             every frame in between.
         frames_carried: shown frames whose masks were carried from an earlier keyframe.
-        frames_before_model: shown frames before the first model result (no masks yet).
+        frames_before_model: shown frames with no model result to draw: before the first
+            one, or after a reset until the next.
         frames_without_objects: shown frames, after the first model result, on which no
             object was visible (none tracked, or every one LOST or carried out of view).
         active_seconds: wall time from the first frame to the last one, pauses excluded.
