@@ -274,8 +274,9 @@ def load_checkpoint(state: InferenceState, facts: dict[str, Any],
 
 
 # ---------------------------------------------------------------------- staleness
-def stale_frames(state: InferenceState, lanes: dict[int, bytearray]) -> np.ndarray:
-    """(N,) bool: frames whose shown result predates the latest prompts.
+def stale_frames(state: InferenceState, lanes: dict[int, bytearray]) -> dict[int, np.ndarray]:
+    """obj_id -> (N,) bool: the frames where that object's shown result predates the latest
+    prompts.
 
     An object's result on a frame it was not prompted on comes from the forward pass at or
     after its first prompted frame and from the backward pass before it; that result is
@@ -284,21 +285,19 @@ def stale_frames(state: InferenceState, lanes: dict[int, bytearray]) -> np.ndarr
     it still shows.
     """
     n = state.num_frames
-    stale = np.zeros(n, bool)
     t = np.arange(n)
     fwd_end = state.passes[FORWARD].valid_end
     bwd_end = state.passes[BACKWARD].valid_end
+    stale = {}
     for obj_id, lane in lanes.items():
         shown = np.frombuffer(bytes(lane), np.uint8)
         tracked = (shown == ord("T")) | (shown == ord("L"))
-        if not tracked.any():
-            continue
         first = state.first_prompt(obj_id) if obj_id in state.track_ids else None
         if first is None:
-            stale |= tracked
+            stale[obj_id] = tracked
             continue
         invalid = np.where(t >= first, t >= fwd_end, (n - 1 - t) >= bwd_end)
-        stale |= tracked & invalid
+        stale[obj_id] = tracked & invalid
     return stale
 
 

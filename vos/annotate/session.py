@@ -101,7 +101,7 @@ class Session:
         self.notice: str | None = None  # what the page should say once (an interrupted pass)
         self.export_version: int | None = None  # the results' version the zip shows
         self.requests_active = 0
-        self._stale: list[list[int]] = []
+        self._stale: tuple[list[list[int]], dict[str, list[list[int]]]] = ([], {})
         self.cursor = 0
         self.encoded: set[int] = set()
         self.last_used = time.monotonic()
@@ -221,12 +221,20 @@ class Session:
         """Something the page shows changed without a frame being written."""
         self.results.bump([])
 
-    def stale_list(self) -> list[int]:
-        """Frames whose result predates the latest prompts (see ``stale_frames``)."""
+    def stale_flags(self) -> dict[int, np.ndarray]:
+        """obj_id -> (N,) bool: where its result predates the latest prompts
+        (``stale_frames``)."""
         if self.state is None:
-            return []
-        lanes = {k: v for k, v in self.results.lanes.items() if k in self.book.objects}
-        return np.flatnonzero(stale_frames(self.state, lanes)).tolist()
+            return {}
+        lanes = {k: v for k, v in self.results.lanes.copy().items() if k in self.book.objects}
+        return stale_frames(self.state, lanes)
+
+    def stale_list(self) -> list[int]:
+        """The frames where any object's result is stale (for the export)."""
+        union = np.zeros(self.num_frames, bool)
+        for flags in self.stale_flags().values():
+            union |= flags
+        return np.flatnonzero(union).tolist()
 
     @staticmethod
     def user_message(exc: BaseException) -> str:
@@ -579,13 +587,18 @@ class Session:
             # (which holds the lock throughout and changes only what is read atomically).
             locked = self.lock.acquire(timeout=0.05)
             try:
-                self._stale = ranges(np.isin(np.arange(self.num_frames), self.stale_list()))
+                flags = self.stale_flags()
+                union = np.zeros(self.num_frames, bool)
+                for per_object in flags.values():
+                    union |= per_object
+                self._stale = (ranges(union),
+                               {str(k): ranges(v) for k, v in sorted(flags.items()) if v.any()})
             except RuntimeError:  # a table changed size under us: keep the last answer
                 pass
             finally:
                 if locked:
                     self.lock.release()
-            data["stale"] = self._stale
+            data["stale"], data["stale_lanes"] = self._stale
         return data
 
     def overlay_png(self, frame_idx: int) -> bytes:

@@ -352,7 +352,7 @@ def render_markdown(report: Report) -> str:
         out += ["## Carried against held masks (ground-truth mask of frame t carried to t+k by "
                 "the live path's optical flow, mean J against the ground truth of t+k)", "",
                 markdown_table(report.live_carry)]
-    out += ["## Targets (issues #7, #14, #19, #29)", "", markdown_table(report.targets)]
+    out += ["## Targets (issues #7, #14, #19, #27, #29)", "", markdown_table(report.targets)]
     if report.notes:
         out += ["## Notes", ""] + [f"- {note}" for note in report.notes] + [""]
     return "\n".join(out)

@@ -775,3 +775,20 @@ def test_a_session_of_the_previous_version_is_replayed_once(
     assert third.post(f"/api/sessions/{sid}/undo").get_json()["undone"] == \
         "click on frame 0 (object 1)"
     third.store.close()
+
+
+def test_stale_frames_are_told_per_object(annotate: ModuleType, scene_samples: tuple[Any, Path],
+                                          tmp_path: Path) -> None:
+    """The timeline hatches only the object whose result is stale, not every object on the
+    frame: after a correction of object 1 on frame 4 and a forward re-track from it, only
+    object 2's backward results (before its prompt on frame 6, across frame 4) are stale."""
+    scene, samples = scene_samples
+    server = Server(annotate, tmp_path / "s", FakeSegmenter(scene), samples)
+    sid = open_scene(server, scene)
+    server.track(sid)
+    server.post(f"/api/sessions/{sid}/prompt",
+                {"frame": 4, "obj": 1, "points": [[*center(scene, 4, 0), 1]]})
+    data = server.track(sid, "forward", 4)
+    assert data["stale"] == [[0, 4]] and data["stale_lanes"] == {"2": [[0, 4]]}
+    assert server.track(sid, "backward")["stale_lanes"] == {}
+    server.store.close()
