@@ -215,7 +215,8 @@ def resolve_device(device: str | torch.device, *, warn: bool = True) -> torch.de
     error: that index names a GPU that does not exist, not a missing accelerator.
 
     Args:
-        device: a torch device or its name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+        device: a torch device or its name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``;
+            ``"meta"`` builds the layout without data, as the key-manifest test does).
         warn: log the fallback (False: only check and resolve).
 
     Raises:
@@ -236,7 +237,7 @@ def resolve_device(device: str | torch.device, *, warn: bool = True) -> torch.de
     elif parsed.type == "mps":
         if torch.backends.mps.is_available():
             return parsed
-    elif parsed.type == "cpu":
+    elif parsed.type in ("cpu", "meta"):  # meta: shapes without data (a model's layout)
         return parsed
     else:
         raise ValueError(f"device {device!r}: expected cpu, cuda, cuda:N or mps")

@@ -164,3 +164,19 @@ def test_not_a_video_is_one_line_naming_the_file(tmp_path: Path, reader: str) ->
 def test_unknown_reader_is_refused(videos: dict[str, tuple[Path, np.ndarray]]) -> None:
     with pytest.raises(SourceError, match="reader: expected one of auto, pyav, decord, opencv"):
         open_source(videos["plain"][0], backend="ffmpeg")
+
+
+def test_probe_frame_size_reads_headers_only(tmp_path: Path) -> None:
+    """An upload's size is known before a frame is decoded (an 8K frame is 95 MiB as RGB)."""
+    import cv2
+
+    from vos.io.sources import probe_frame_size
+
+    path = tmp_path / "wide.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (320, 96))
+    for _ in range(2):
+        writer.write(np.zeros((96, 320, 3), np.uint8))
+    writer.release()
+    assert probe_frame_size(path) == (96, 320)
+    (tmp_path / "junk.mp4").write_bytes(b"\x00" * 64)
+    assert probe_frame_size(tmp_path / "junk.mp4") is None

@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -156,6 +158,7 @@ class Session:
                                                                   tracker=tracker),
                                    checkpoint_sha256=checkpoint_sha256)
         predictor.store.cache.write_through = True
+        self._sweep()
         state = predictor.init_state(self.video_path)
         persist_states(state, self.folder, limits.state_memory_mb, limits.state_disk_mb)
         with self.lock:
@@ -171,6 +174,18 @@ class Session:
         if limits.background_encode:
             threading.Thread(target=jobs.encode_loop, args=(self,), daemon=True,
                              name=f"encode-{self.sid[:6]}").start()
+
+    def _sweep(self) -> None:
+        """Remove what a killed process left half-written: temp files of atomic writes (their
+        names carry the writer's pid), an export's working folder and its partial zip."""
+        mine = f".{os.getpid()}."
+        for path in self.folder.rglob(".*.tmp"):
+            if mine not in path.name:
+                path.unlink(missing_ok=True)
+        job = self.job
+        if job is None or not job.running:
+            shutil.rmtree(self.folder / "export", ignore_errors=True)
+            (self.folder / "export.zip.partial").unlink(missing_ok=True)
 
     def close(self) -> None:
         """Release the predictor and its memory (the folder stays)."""

@@ -34,7 +34,7 @@ from vos.annotate.limits import Limits
 from vos.annotate.session import Session
 from vos.config import RunConfig
 from vos.io.atomic import write_text_atomic
-from vos.io.sources import IMAGE_SUFFIXES, SourceError, open_source
+from vos.io.sources import IMAGE_SUFFIXES, SourceError, open_source, probe_frame_size
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +86,11 @@ def save_frames(files: Sequence[tuple[str, Callable[[Path], Any]]], folder: Path
     return frames
 
 
-def check_frame_sizes(frames: Path, name: str) -> None:
+def check_frame_sizes(frames: Path, name: str) -> tuple[int, int] | None:
     """Every image of an uploaded folder has the first one's size (headers only).
+
+    Returns:
+        (H, W) of the frames (None for an empty folder).
 
     Raises:
         AnnotatorError: an unreadable image or one of another size (named by its file name).
@@ -108,6 +111,7 @@ def check_frame_sizes(frames: Path, name: str) -> None:
             raise AnnotatorError(f"{name}: {path.name} is {size[0]}x{size[1]} but "
                                  f"{first_name} is {first[0]}x{first[1]}; every frame of a "
                                  "folder must have the same size")
+    return None if first is None else (first[1], first[0])
 
 
 class SessionStore:
@@ -203,8 +207,9 @@ class SessionStore:
         return session, notice
 
     def _check_video(self, name: str, video: Path, inside: Path | None) -> dict[str, Any]:
-        if video.is_dir():
-            check_frame_sizes(video, name)
+        size = check_frame_sizes(video, name) if video.is_dir() else probe_frame_size(video)
+        if size is not None:
+            self._check_pixels(name, *size)  # from headers: before any frame is decoded
         try:
             with open_source(video) as source:
                 info = source.info
@@ -212,12 +217,7 @@ class SessionStore:
                     raise AnnotatorError(f"{name} has {info.num_frames} frames; this server "
                                          f"takes at most {self.limits.max_frames}")
                 height, width = info.image_hw
-                if width * height > self.limits.max_pixels:  # before decoding one frame
-                    raise AnnotatorError(
-                        f"{name} is {width}x{height}; this server takes at most "
-                        f"{self.limits.max_pixels / 1e6:.1f} megapixels a frame (1920x1080 by "
-                        "default): downscale it first, e.g. ffmpeg -i in.mp4 -vf scale=1920:-2 "
-                        "out.mp4")
+                self._check_pixels(name, height, width)
                 first = next(iter(source.frames(0, 1)), None)
         except SourceError:
             raise AnnotatorError(f"{name} could not be decoded as a video") from None
@@ -226,6 +226,13 @@ class SessionStore:
         return {"name": name, "video": str(video.relative_to(inside)) if inside else str(video),
                 "num_frames": int(info.num_frames), "width": width, "height": height,
                 "fps": float(info.fps), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def _check_pixels(self, name: str, height: int, width: int) -> None:
+        if width * height > self.limits.max_pixels:
+            raise AnnotatorError(
+                f"{name} is {width}x{height}; this server takes at most "
+                f"{self.limits.max_pixels / 1e6:.1f} megapixels a frame (1920x1080 by default): "
+                "downscale it first, e.g. ffmpeg -i in.mp4 -vf scale=1920:-2 out.mp4")
 
     # ------------------------------------------------------------------ access
     def get(self, sid: str, owner: str | None) -> Session:

@@ -432,6 +432,36 @@ def is_device_spec(spec: str) -> bool:
 VIDEO_READERS = ("auto", "pyav", "decord", "opencv")
 
 
+def probe_frame_size(path: str | Path) -> tuple[int, int] | None:
+    """(H, W) of a video file's frames from its headers, decoding nothing (a server checks
+    an upload's size before one 8K frame costs it 100 MB); None when they do not say.
+
+    The stored size, before any rotation: its pixel count is the frames' either way.
+    """
+    try:
+        import av
+    except ImportError:
+        av = None  # type: ignore[assignment]
+    try:
+        if av is not None:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    return None
+                codec = container.streams.video[0].codec_context
+                return (int(codec.height), int(codec.width)) if codec.width else None
+        import cv2
+
+        capture = cv2.VideoCapture(str(path))
+        try:
+            w = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+            h = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        finally:
+            capture.release()
+        return (h, w) if w and h else None
+    except Exception:  # av.FFmpegError, OSError: the real open says what is wrong
+        return None
+
+
 def open_source(source: str | Path, *, backend: str = "auto") -> FrameSource:
     """Open a video file, an image folder, or a camera (an integer index or a URL).
 

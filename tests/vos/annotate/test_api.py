@@ -792,3 +792,24 @@ def test_stale_frames_are_told_per_object(annotate: ModuleType, scene_samples: t
     assert data["stale"] == [[0, 4]] and data["stale_lanes"] == {"2": [[0, 4]]}
     assert server.track(sid, "backward")["stale_lanes"] == {}
     server.store.close()
+
+
+def test_opening_sweeps_what_a_kill_left_half_written(annotate: ModuleType,
+                                                      scene_samples: tuple[Any, Path],
+                                                      tmp_path: Path) -> None:
+    scene, samples = scene_samples
+    server = Server(annotate, tmp_path / "s", FakeSegmenter(scene), samples)
+    sid = open_scene(server, scene)
+    files = server.results(sid)
+    server.store.close()
+    folder = tmp_path / "s" / sid
+    left = [folder / "results" / ".3.png.999999.abc.tmp", folder / "states" / ".x.pt.1.f.tmp",
+            folder / "export.zip.partial", folder / "export" / "masks" / "00000.png"]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    again = Server(annotate, tmp_path / "s", FakeSegmenter(scene), samples, owner=server.owner)
+    assert again.poll(sid)["read_only"] is None
+    assert not any(path.exists() for path in left) and not (folder / "export").exists()
+    assert again.results(sid) == files
+    again.store.close()
