@@ -292,7 +292,12 @@ class Session:
                 except Exception as exc:
                     logger.exception("session %s: an edit failed; reloading from disk",
                                      self.sid[:6])
-                    self._reload()
+                    try:
+                        self._reload()
+                    except Exception as again:  # the disk itself fails: read-only, say why
+                        logger.exception("session %s: reloading failed", self.sid[:6])
+                        self.read_only = (f"it could not be reloaded after a failed change "
+                                          f"({self.user_message(again)})")
                     raise AnnotatorError(f"the change could not be saved "
                                          f"({self.user_message(exc)}); the session was "
                                          "reloaded as it was saved") from None
@@ -479,7 +484,10 @@ class Session:
                 for i in ids:
                     mask = index == i
                     if mask.any():
-                        self.predictor.add_new_mask(self.state, frame_idx, mapping[i], mask)
+                        try:
+                            self.predictor.add_new_mask(self.state, frame_idx, mapping[i], mask)
+                        except PromptError as exc:  # after earlier masks went in: reload
+                            raise RuntimeError(f"frame {frame_idx}: {exc}") from exc
                         save_entry(self.folder, f"{n}.{len(entries)}", self.state, frame_idx,
                                    mapping[i])
                         entries.append([frame_idx, mapping[i]])
