@@ -38,12 +38,10 @@ BGR frames with ``cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)``).
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +54,7 @@ from repvit_sam.utils.transforms import ResizeLongestSide
 from vos.config import RunConfig, load_config
 from vos.io.camera import CapturedFrame
 from vos.live.session import LiveSession
+from vos.precision import runs_as_configured
 from vos.types import Prompt, PromptError, Track, TrackStatus
 
 logger = logging.getLogger(__name__)
@@ -68,30 +67,6 @@ NO_OBJ_SCORE = -1024.0
 _SIGN_MARGIN = 1e-3
 # The latencies a session keeps: few, so an endless stream keeps flat memory.
 _LATENCY_SAMPLES = 256
-
-
-@contextlib.contextmanager
-def _as_configured() -> Iterator[None]:
-    """Run the model in its configured precision whatever autocast block the caller is in.
-
-    The original's README wraps its loop in ``torch.autocast("cuda", dtype=torch.bfloat16)``;
-    reduced precision here is the model's own fast mode (``model.fast_mode``).
-    """
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.autocast("cpu", enabled=False))
-        if torch.cuda.is_available():
-            stack.enter_context(torch.autocast("cuda", enabled=False))
-        stack.enter_context(torch.inference_mode())
-        yield
-
-
-def _api(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _as_configured():
-            return method(*args, **kwargs)
-
-    return wrapper
 
 
 @dataclass
@@ -133,7 +108,7 @@ class CameraPredictor:
         self._clicks: dict[Any, _Clicks] = {}  # on the current frame only
 
     # ------------------------------------------------------------------ frames
-    @_api
+    @runs_as_configured
     def load_first_frame(self, img: Any) -> None:
         """Start a new stream on this frame (frame 0); every object is forgotten.
 
@@ -147,7 +122,7 @@ class CameraPredictor:
         self.frame_idx = 0
         self.session.process(CapturedFrame(0, image, time.perf_counter()))
 
-    @_api
+    @runs_as_configured
     def track(self, img: Any) -> tuple[list[Any], torch.Tensor]:
         """Track every object onto the next frame.
 
@@ -169,7 +144,7 @@ class CameraPredictor:
         return list(self.obj_ids), self._logits()
 
     # ------------------------------------------------------------------ prompts
-    @_api
+    @runs_as_configured
     def add_new_prompt(
         self,
         frame_idx: int,
@@ -234,7 +209,7 @@ class CameraPredictor:
         self._clicks[obj_id] = clicks
         return self.frame_idx, list(self.obj_ids), self._logits()
 
-    @_api
+    @runs_as_configured
     def add_new_points(
         self,
         frame_idx: int,
@@ -249,7 +224,7 @@ class CameraPredictor:
                                    clear_old_points=clear_old_points,
                                    normalize_coords=normalize_coords)
 
-    @_api
+    @runs_as_configured
     def add_new_mask(self, frame_idx: int, obj_id: Any, mask: Any) -> tuple[int, list[Any],
                                                                             torch.Tensor]:
         """Give one object's mask on the current frame (a new object or a replacement).
@@ -280,7 +255,7 @@ class CameraPredictor:
         self._clicks.pop(obj_id, None)
         return self.frame_idx, list(self.obj_ids), self._logits()
 
-    @_api
+    @runs_as_configured
     def remove_object(self, obj_id: Any, strict: bool = False) -> tuple[list[Any],
                                                                         torch.Tensor]:
         """Stop tracking one object (at any frame); its id may be given again later.
@@ -307,7 +282,7 @@ class CameraPredictor:
             self.session.remove_object(track_id)
         return list(self.obj_ids), self._logits()
 
-    @_api
+    @runs_as_configured
     def reset_state(self) -> None:
         """Forget every object and prompt; the current frame stays, so prompts can follow."""
         self.obj_ids, self._track_ids, self._clicks = [], {}, {}

@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from typing import Any
 
 MALLOC_ENV = "REPVIT_VOS_MALLOC"
 
@@ -53,10 +54,8 @@ def retain_freed_memory(threshold_bytes: int = 1 << 30, top_pad_bytes: int = 64 
         return False
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -81,11 +80,17 @@ def release_freed_memory() -> bool:
     """
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+    trim = _libc_function("malloc_trim")
+    if trim is None:
         return False
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     return trim(0) == 1
+
+
+def _libc_function(name: str) -> Any:
+    """The C library's function ``name`` through ctypes, or None where there is none."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None

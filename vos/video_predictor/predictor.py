@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,6 +18,7 @@ from vos.config import RunConfig
 from vos.embedding_store import EmbeddingStore, SpillCache, StoredSegmenter, model_key_of
 from vos.io.resume_state import Snapshot, snapshot_bytes, snapshot_from_bytes, take_snapshot
 from vos.io.sources import open_source
+from vos.precision import as_configured, runs_as_configured
 from vos.tracker import VideoTracker
 from vos.types import Prompt, PromptError, Track, TrackerState, TrackStatus
 from vos.video_predictor.frames import FrameReader
@@ -37,33 +36,6 @@ from vos.video_predictor.state import BACKWARD, FORWARD, InferenceState, ObjectP
 logger = logging.getLogger(__name__)
 
 __all__ = ["VideoPredictor"]
-
-
-@contextlib.contextmanager
-def _exact_precision() -> Iterator[None]:
-    """Run the model as configured, whatever autocast block the caller is in.
-
-    SAM 2 users wrap their calls in ``torch.autocast(..., dtype=torch.bfloat16)``; here that
-    would silently change exact mode's masks (and the kept states' dtype). Reduced precision
-    is the model's own fast mode (``model.fast_mode``), not the caller's block.
-    """
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.autocast("cpu", enabled=False))
-        if torch.cuda.is_available():
-            stack.enter_context(torch.autocast("cuda", enabled=False))
-        stack.enter_context(torch.inference_mode())
-        yield
-
-
-def _exact(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a predictor method to run under :func:`_exact_precision`."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _exact_precision():
-            return method(*args, **kwargs)
-
-    return wrapper
 
 
 def _model_of(segmenter: Any) -> nn.Module | None:
@@ -352,7 +324,7 @@ class VideoPredictor(nn.Module):
         inference_state.states.close()
 
     # ------------------------------------------------------------------ prompts
-    @_exact
+    @runs_as_configured
     def add_new_points_or_box(
         self,
         inference_state: InferenceState,
@@ -424,7 +396,7 @@ class VideoPredictor(nn.Module):
     # SAM 2 keeps the old name as an alias.
     add_new_points = add_new_points_or_box
 
-    @_exact
+    @runs_as_configured
     def add_new_mask(
         self,
         inference_state: InferenceState,
@@ -465,7 +437,7 @@ class VideoPredictor(nn.Module):
             mask = (resized[0, 0] >= 0.5).numpy()
         return self._add_prompt(state, frame_idx, obj_id, ObjectPrompts(mask=mask))
 
-    @_exact
+    @runs_as_configured
     def clear_all_prompts_in_frame(
         self,
         inference_state: InferenceState,
@@ -496,7 +468,7 @@ class VideoPredictor(nn.Module):
             return None
         return frame_idx, list(state.obj_ids), self._frame_logits(state, frame_idx)
 
-    @_exact
+    @runs_as_configured
     def remove_object(
         self,
         inference_state: InferenceState,
@@ -820,12 +792,12 @@ class VideoPredictor(nn.Module):
                  for t, objs in state.prompted.items()}
         frames_u = range(begin_u, u_of(order[-1]) + 1)
         # The only frame loop: the tracker's own, advanced one frame per yield (the model
-        # runs under _exact_precision, the caller's code between yields does not).
+        # runs under as_configured, the caller's code between yields does not).
         frames = (state.frames[t_of(u)] for u in frames_u)
         results = tracker.track(frames, given=given)
         for u in frames_u:
             t = t_of(u)
-            with _exact_precision():
+            with as_configured():
                 next(results)
                 state.visited.add(t)
                 self._keep_state(state, direction, t, tracker.state)
