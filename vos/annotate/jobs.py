@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from vos.annotate.oplog import Book
 from vos.annotate.predictor_state import forget_unprompted, save_checkpoint, save_entry
 from vos.io.sinks import ResultSink
 from vos.io.sources import open_source
@@ -180,8 +181,6 @@ def run_model_replay(session: Session, job: Job, ops: list[dict[str, Any]]) -> N
     """Replay a log written before sessions kept their model state (no ``predictor.json``)
     through the model, once: the entries and the facts are saved as it goes, so the next
     opening reads them from disk."""
-    from vos.annotate.oplog import Book
-
     try:
         with session.lock:
             book = Book(session.limits.undo_depth)

@@ -608,7 +608,7 @@ class Session:
             data["objects"] = self.summary()["objects"]
             # Edits change the prompts the rule reads: wait for one briefly, never for a pass
             # (which holds the lock throughout and changes only what is read atomically).
-            locked = self.lock.acquire(timeout=0.05)
+            locked = not (job and job.running) and self.lock.acquire(timeout=0.05)
             try:
                 flags = self.stale_flags()
                 union = np.zeros(self.num_frames, bool)
